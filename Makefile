@@ -1,0 +1,32 @@
+# Two entry points: `make demo` and `make test`. Both build .venv from the committed lock
+# (torch pinned to the CPU 2.13.0 build through env/constraints.txt) on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): env/requirements.lock.txt env/constraints.txt setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c env/constraints.txt -r env/requirements.lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		--no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/mvos-info --size 480x864 --queue 2
+	$(BIN)/mvos-track --size 480x864 --queue 2 --frames 12
+
+lint: $(STAMP)
+	$(BIN)/ruff check mobilevos_deploy tests
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) build *.egg-info

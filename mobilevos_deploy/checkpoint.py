@@ -1,0 +1,157 @@
+"""Checkpoints: ``{"variant": str, "config": {...}, "state_dict": {...}}`` of plain tensors.
+
+Loaded with ``torch.load(weights_only=True)`` and strict key matching; every way a file can
+be wrong gets a :class:`CheckpointError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import StudentConfig, get_variant
+from .errors import CheckpointError, UserError
+from .files import atomic_path
+from .student import Student, build_student
+
+_SHOW = 5  # names listed per problem before "... and N more"
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    variant: str
+    config: StudentConfig
+    student: Student
+    path: Path
+
+
+def save_checkpoint(path: str | Path, student: Student, variant: str) -> Path:
+    """Write atomically; the result loads with :func:`load_checkpoint`."""
+    path = Path(path)
+    payload = {
+        "variant": variant,
+        "config": student.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in student.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOW])
+    more = len(names) - _SHOW
+    return shown + (f", ... and {more} more" if more > 0 else "")
+
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint not found: {path}. Check the path, or leave out --ckpt to use a "
+            "seeded random-initialised student."
+        )
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} is a folder; pass the .pt file inside it.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text and "GLOBAL" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = found.group(1) if found else "a Python object"
+            raise CheckpointError(
+                f"{path} stores pickled Python objects ({what}), not plain tensors. They are "
+                "refused because loading them would run code from the file. Re-save it from "
+                "the code that made it as plain tensors: torch.save({'variant': NAME, "
+                "'config': CONFIG_DICT, 'state_dict': model.state_dict()}, PATH), or call "
+                "mobilevos_deploy.checkpoint.save_checkpoint(PATH, model, NAME)."
+            ) from None
+        raise CheckpointError(_not_a_checkpoint(path, text)) from None
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on foreign files
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(_not_a_checkpoint(path, reason)) from None
+
+
+def _not_a_checkpoint(path: Path, reason: str) -> str:
+    return (
+        f"{path} is not a readable PyTorch checkpoint ({reason}). Expected a file written by "
+        "torch.save holding {'variant', 'config', 'state_dict'} or a bare state_dict; the "
+        "file may be truncated or of another format."
+    )
+
+
+def _unpack(obj: Any, path: Path, variant: str | None) -> tuple[str, StudentConfig, dict]:
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(obj).__name__}, not a checkpoint dict. Expected "
+            "{'variant', 'config', 'state_dict'} or a bare state_dict."
+        )
+    if "state_dict" in obj:
+        stored = obj.get("variant")
+        if not isinstance(stored, str):
+            raise CheckpointError(f"{path} has a state_dict but no 'variant' name string.")
+        if variant is not None and variant != stored:
+            raise CheckpointError(
+                f"{path} is a {stored!r} checkpoint but --variant {variant} was asked for. "
+                f"Drop --variant or pass --variant {stored}."
+            )
+        get_variant(stored)
+        config = obj.get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path} has no 'config' dict for variant {stored!r}.")
+        try:
+            cfg = StudentConfig.from_dict(config)
+        except (UserError, TypeError) as exc:
+            raise CheckpointError(f"{path}: its config is invalid: {exc}") from None
+        return stored, cfg, obj["state_dict"]
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if variant is None:
+            raise CheckpointError(
+                f"{path} is a bare state_dict with no variant name; pass --variant NAME "
+                "to say which student it belongs to."
+            )
+        return variant, get_variant(variant).config, obj
+    raise CheckpointError(
+        f"{path} is a dict with keys {_listing(sorted(map(str, obj)))} but no 'state_dict'. "
+        "Expected {'variant', 'config', 'state_dict'} or a bare state_dict."
+    )
+
+
+def _check_keys(state: dict, model: Student, variant: str, path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_listing(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_listing(unexpected)})")
+    shapes = [
+        f"{k}: expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if isinstance(state[k], torch.Tensor) and state[k].shape != expected[k].shape
+    ]
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches ({_listing(shapes)})")
+    if problems:
+        raise CheckpointError(
+            f"{path} does not match the {variant!r} student: " + "; ".join(problems)
+            + ". Was it saved from another variant or another version of the model?"
+        )
+
+
+def load_checkpoint(path: str | Path, variant: str | None = None) -> LoadedCheckpoint:
+    """Load a checkpoint into a fresh student in eval mode (strict key and shape match)."""
+    path = Path(path)
+    if variant is not None:
+        get_variant(variant)
+    name, cfg, state = _unpack(_read(path), path, variant)
+    model = build_student(cfg, seed=None)
+    _check_keys(state, model, name, path)
+    model.load_state_dict(state, strict=True)
+    return LoadedCheckpoint(name, cfg, model.eval(), path)

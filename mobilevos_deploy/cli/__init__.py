@@ -1,0 +1,39 @@
+"""Thin command-line front ends; each calls a library function and maps UserError to exit 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Print a UserError as one paragraph (no traceback) and exit with code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'480x864' → (480, 864)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 480x864, got {text!r}") from None
+    if h <= 0 or w <= 0 or h % 16 or w % 16:
+        raise click.BadParameter(f"height and width must be positive multiples of 16, got {text}")
+    return h, w

@@ -1,0 +1,108 @@
+"""Deployable stages: tensor-only positional inputs and outputs, with a declared spec.
+
+``InitStage``: frame + first mask → initial state.
+``StepStage``: frame + state → mask probability + next state, the queue update inside.
+The step's next-state outputs have the same order, shapes and layout as its state inputs,
+so a deployed loop is ``prob, *state = step(frame, *state)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import StudentConfig
+from .errors import UserError
+from .memory import MemoryState, initial_state, push
+from .student import Student
+
+STRIDE = 16
+STATE_NAMES = ("mem_keys", "mem_values", "mem_valid")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str  # e.g. "NCHW"; axes named as in mobilevos_deploy.nn
+
+    @property
+    def nbytes(self) -> int:
+        n = 4 if self.dtype == "float32" else 2
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def check_size(height: int, width: int) -> None:
+    if height % STRIDE or width % STRIDE or height <= 0 or width <= 0:
+        raise UserError(
+            f"model input size must be a positive multiple of {STRIDE}, got {height}x{width}"
+        )
+
+
+def state_spec(cfg: StudentConfig, queue: int, height: int, width: int) -> list[TensorSpec]:
+    check_size(height, width)
+    h, w = height // STRIDE, width // STRIDE
+    return [
+        TensorSpec("mem_keys", (1, cfg.key_dim, queue * h, w), "float32", "N,Ck,Q*h,w"),
+        TensorSpec("mem_values", (1, cfg.value_dim, queue * h, w), "float32", "N,Cv,Q*h,w"),
+        TensorSpec("mem_valid", (1, queue, 1, 1), "float32", "N,Q,1,1"),
+    ]
+
+
+def frame_spec(height: int, width: int) -> TensorSpec:
+    return TensorSpec("frame", (1, 3, height, width), "float32", "NCHW RGB [0,1]")
+
+
+def mask_spec(name: str, height: int, width: int) -> TensorSpec:
+    return TensorSpec(name, (1, 1, height, width), "float32", "NCHW [0,1]")
+
+
+class InitStage(nn.Module):
+    """(frame B x 3 x H x W, mask B x 1 x H x W) → (mem_keys, mem_values, mem_valid)."""
+
+    def __init__(self, student: Student, queue: int) -> None:
+        super().__init__()
+        self.student = student
+        self.queue = queue
+
+    def forward(self, frame: torch.Tensor, mask: torch.Tensor) -> MemoryState:
+        enc = self.student.key_encoder(frame)
+        value = self.student.encode_value(mask, enc.f16)
+        return initial_state(enc.key, value, self.queue)
+
+
+class StepStage(nn.Module):
+    """(frame, mem_keys, mem_values, mem_valid) → (prob, mem_keys', mem_values', mem_valid').
+
+    With ``with_readout`` the memory read-out (B x Cv x h x w) is returned last, for parity
+    gates that must see more than the mask. At Q = 1 the memory never changes, so no value
+    is encoded and the state passes through.
+    """
+
+    def __init__(self, student: Student, queue: int, with_readout: bool = False) -> None:
+        super().__init__()
+        self.student = student
+        self.queue = queue
+        self.with_readout = with_readout
+
+    def forward(
+        self,
+        frame: torch.Tensor,  # B x 3 x H x W, RGB in [0, 1]
+        keys: torch.Tensor,  # B x Ck x (Q*h) x w
+        values: torch.Tensor,  # B x Cv x (Q*h) x w
+        valid: torch.Tensor,  # B x Q x 1 x 1
+    ) -> tuple[torch.Tensor, ...]:
+        s = self.student
+        enc = s.key_encoder(frame)
+        readout = s.readout(keys, values, valid, enc.key)
+        prob = torch.sigmoid(s.decoder(readout, enc.query, enc.f8, enc.f4))  # B x 1 x H x W
+        state = MemoryState(keys, values, valid)
+        if self.queue > 1:
+            state = push(state, enc.key, s.encode_value(prob, enc.f16))
+        outputs = (prob, *state)
+        return (*outputs, readout) if self.with_readout else outputs

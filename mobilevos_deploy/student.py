@@ -1,0 +1,144 @@
+"""The MobileVOS student: key encoder, mask-only value encoder, memory read-out, decoder.
+
+Shapes follow the convention in :mod:`mobilevos_deploy.nn`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import StudentConfig
+from .nn.aspp import ASPP
+from .nn.layers import ResBlock, UpsampleBlock
+from .nn.mobilenetv2 import MobileNetV2Trunk
+from .nn.readout import MemoryReadout
+from .nn.resnet18 import ResNet18Trunk
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def make_trunk(name: str, in_channels: int) -> MobileNetV2Trunk | ResNet18Trunk:
+    if name == "resnet18":
+        return ResNet18Trunk(in_channels)
+    return MobileNetV2Trunk(in_channels)
+
+
+class KeyFeatures(NamedTuple):
+    key: torch.Tensor  # B x Ck x h x w - query key, also the memory key of this frame
+    query: torch.Tensor  # B x Cq x h x w - query-side features for the decoder
+    f16: torch.Tensor  # B x C16 x h x w - trunk features, fused into the value
+    f8: torch.Tensor  # B x C8 x 2h x 2w - decoder skip
+    f4: torch.Tensor  # B x C4 x 4h x 4w - decoder skip
+
+
+class KeyEncoder(nn.Module):
+    """Frame → key, query features and skips. Normalises the [0, 1] RGB frame itself."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        self.trunk = make_trunk(cfg.key_backbone, 3)
+        c16 = self.trunk.channels[2]
+        self.key_proj = nn.Conv2d(c16, cfg.key_dim, 3, padding=1)
+        self.query_proj = nn.Conv2d(c16, cfg.query_dim, 3, padding=1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("inv_std", 1.0 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, frame: torch.Tensor) -> KeyFeatures:
+        # frame: B x 3 x H x W, RGB in [0, 1]
+        f4, f8, f16 = self.trunk((frame - self.mean) * self.inv_std)
+        return KeyFeatures(self.key_proj(f16), self.query_proj(f16), f16, f8, f4)
+
+
+class ValueEncoder(nn.Module):
+    """Mask (not the frame) → MobileNetV2 → fused with the key trunk's f16 → Cv-channel value."""
+
+    def __init__(self, cfg: StudentConfig, key_f16_channels: int) -> None:
+        super().__init__()
+        self.trunk = MobileNetV2Trunk(cfg.value_in_channels)
+        fused_in = self.trunk.channels[2] + key_f16_channels
+        self.fuse = nn.Conv2d(fused_in, cfg.value_dim, 1)
+        self.refine = ResBlock(cfg.value_dim, cfg.value_dim)
+
+    def forward(self, masks: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
+        # masks: B x 2 x H x W (object probability, other objects); key_f16: B x C16 x h x w
+        _, _, v16 = self.trunk(masks)
+        return self.refine(self.fuse(torch.cat([v16, key_f16], dim=1)))  # B x Cv x h x w
+
+
+class Decoder(nn.Module):
+    """STCN decoder: fuse read-out with query features, (ASPP), two upsampling stages, x4."""
+
+    def __init__(self, cfg: StudentConfig, skip_channels: tuple[int, int]) -> None:
+        super().__init__()
+        d16, d8, d4 = cfg.decoder_dims
+        self.compress = ResBlock(cfg.value_dim + cfg.query_dim, d16)
+        self.aspp: nn.Module = ASPP(d16, d16, cfg.aspp_rates) if cfg.aspp else nn.Identity()
+        self.up_16_8 = UpsampleBlock(skip_channels[1], d16, d8)
+        self.up_8_4 = UpsampleBlock(skip_channels[0], d8, d4)
+        self.pred = nn.Conv2d(d4, 1, 3, padding=1)
+
+    def forward(
+        self, readout: torch.Tensor, query: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        # readout: B x Cv x h x w, query: B x Cq x h x w → logit B x 1 x H x W
+        x = self.aspp(self.compress(torch.cat([readout, query], dim=1)))
+        x = self.up_8_4(f4, self.up_16_8(f8, x))
+        logit = self.pred(F.relu(x))
+        return F.interpolate(logit, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+class Student(nn.Module):
+    """The parts of one student; the queue logic lives in memory.py and stages.py."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.key_encoder = KeyEncoder(cfg)
+        c4, c8, c16 = self.key_encoder.trunk.channels
+        self.value_encoder = ValueEncoder(cfg, c16)
+        self.readout = MemoryReadout(cfg.key_dim)
+        self.decoder = Decoder(cfg, (c4, c8))
+
+    def encode_value(self, prob: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
+        """prob: B x 1 x H x W object probability → B x Cv x h x w value (no other objects)."""
+        return self.value_encoder(torch.cat([prob, torch.zeros_like(prob)], dim=1), key_f16)
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He-normal convolutions and zero biases; a damped orthogonal key projection and a
+    damped prediction conv, so affinities and mask logits have trained-like spreads.
+
+    PyTorch's default init shrinks activations layer by layer, so a random student's mask
+    barely depends on its memory, and parity or queue tests could not see a memory bug.
+    """
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d):
+            continue
+        if name.endswith("key_proj"):
+            nn.init.orthogonal_(module.weight, gain=0.15)
+        else:
+            k = module.kernel_size
+            fan_in = module.in_channels // module.groups * k[0] * k[1]
+            gain = 0.1 if name.endswith("decoder.pred") else 1.0
+            nn.init.normal_(module.weight, std=gain * (2.0 / fan_in) ** 0.5)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    with torch.no_grad():  # its inputs are post-ReLU: zero-mean weights centre the logits
+        pred = model.get_submodule("decoder.pred").weight
+        pred -= pred.mean()
+
+
+def build_student(cfg: StudentConfig, seed: int | None = 0) -> Student:
+    """A student in eval mode; ``seed`` makes the random initialisation reproducible."""
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = Student(cfg)
+        _init_weights(model)
+    return model.eval()

@@ -1,0 +1,138 @@
+"""Checkpoint round trip and every bad-input message, through the library and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mobilevos_deploy.checkpoint import load_checkpoint, save_checkpoint
+from mobilevos_deploy.cli.track import main as track_cli
+from mobilevos_deploy.config import get_variant
+from mobilevos_deploy.errors import CheckpointError, UserError
+from mobilevos_deploy.student import build_student
+from mobilevos_deploy.synthetic import moving_object_clip
+from mobilevos_deploy.tracker import track
+
+NAME = "mobilenetv2-noaspp"
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(track_cli, ["--size", "32x48", "--frames", "2", *args])
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    student = build_student(get_variant(NAME).config, seed=7)
+    save_checkpoint(path, student, NAME)
+    return path, student
+
+
+def test_round_trip_gives_identical_weights_and_masks(saved):
+    path, student = saved
+    loaded = load_checkpoint(path)
+    assert loaded.variant == NAME and loaded.config == student.config
+    for (k, a), (k2, b) in zip(student.state_dict().items(), loaded.student.state_dict().items(),
+                               strict=True):
+        assert k == k2 and torch.equal(a, b)
+    clip = moving_object_clip(3, 32, 48)
+    torch.testing.assert_close(track(loaded.student, clip.frames, clip.masks[0], 2),
+                               track(student, clip.frames, clip.masks[0], 2), atol=0, rtol=0)
+    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+
+
+def test_bare_state_dict_needs_and_accepts_variant(saved, tmp_path):
+    _, student = saved
+    bare = tmp_path / "bare.pt"
+    torch.save(student.state_dict(), bare)
+    with pytest.raises(CheckpointError, match="bare state_dict.*--variant"):
+        load_checkpoint(bare)
+    assert load_checkpoint(bare, NAME).variant == NAME
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    class Broken(torch.nn.Module):
+        config = get_variant(NAME).config
+
+        def state_dict(self, *args, **kwargs):
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint(tmp_path / "x.pt", Broken(), NAME)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _bad_files(saved, tmp_path):
+    path, student = saved
+    state = student.state_dict()
+    files = {}
+
+    files["missing"] = (tmp_path / "nope.pt", "checkpoint not found")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00this is not a checkpoint" * 10)
+    files["junk"] = (junk, "not a readable PyTorch checkpoint")
+    text = tmp_path / "text.pt"
+    text.write_bytes(b"abc" * 100)  # makes torch's legacy unpickler raise IndexError
+    files["text"] = (text, "not a readable PyTorch checkpoint")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    files["truncated"] = (truncated, "not a readable PyTorch checkpoint")
+    pickled = tmp_path / "module.pt"
+    torch.save(student, pickled)
+    files["pickled"] = (pickled, "pickled Python objects .*Student.* refused because loading")
+    no_sd = tmp_path / "nosd.pt"
+    torch.save({"model": 1, "epoch": 3}, no_sd)
+    files["no_state_dict"] = (no_sd, "no 'state_dict'")
+    fewer = dict(list(state.items())[3:])
+    fewer["extra.weight"] = torch.zeros(1)
+    keys = tmp_path / "keys.pt"
+    torch.save({"variant": NAME, "config": student.config.to_dict(), "state_dict": fewer}, keys)
+    files["keys"] = (keys, "3 missing keys .*1 unexpected keys \\(extra.weight\\)")
+    reshaped = dict(state)
+    name = "decoder.pred.weight"
+    reshaped[name] = torch.zeros(2, *state[name].shape[1:])
+    shapes = tmp_path / "shapes.pt"
+    cfg = student.config.to_dict()
+    torch.save({"variant": NAME, "config": cfg, "state_dict": reshaped}, shapes)
+    files["shapes"] = (shapes, f"1 shape mismatches \\({name}: expected \\(1, 32, 3, 3\\), "
+                              "got \\(2, 32, 3, 3\\)")
+    return files
+
+
+BAD = ["missing", "junk", "text", "truncated", "pickled", "no_state_dict", "keys", "shapes"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_checkpoint_messages(saved, tmp_path, case):
+    path, pattern = _bad_files(saved, tmp_path)[case]
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        load_checkpoint(path)
+    assert "weights_only=False" not in str(info.value)
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_cli_bad_checkpoint_exits_2_without_traceback(saved, tmp_path, case):
+    path, _ = _bad_files(saved, tmp_path)[case]
+    result = run_cli("--ckpt", str(path))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_unknown_variant_and_variant_mismatch(saved):
+    path, _ = saved
+    with pytest.raises(UserError, match="unknown variant 'resnet50'; choose one of"):
+        load_checkpoint(path, "resnet50")
+    with pytest.raises(CheckpointError, match="is a 'mobilenetv2-noaspp' checkpoint but "
+                                              "--variant resnet18"):
+        load_checkpoint(path, "resnet18")
+    for variant in ("resnet50", "resnet18"):
+        result = run_cli("--ckpt", str(path), "--variant", variant)
+        assert result.exit_code == 2 and result.output.startswith("error: ")
+
+
+def test_cli_runs_a_good_checkpoint(saved):
+    path, _ = saved
+    result = run_cli("--ckpt", str(path), "--frames", "3")
+    assert result.exit_code == 0, result.output
+    assert f"variant {NAME} (checkpoint" in result.output

@@ -1,0 +1,138 @@
+"""Queue semantics of the streaming tracker against a slow, obviously-correct reference.
+
+The reference keeps every encoded frame in a Python list and, for frame t, concatenates
+exactly the frames that should be in memory: frame 0 and the n-1 most recent frames before
+t (never duplicating frame 0). It uses a plain softmax over that concatenation, so any
+leak from an empty slot, a wrong eviction or a wrong warm-up shows up as a mask difference.
+Run in float64 so that a tolerance of 1e-6 is far above rounding and far below any bug.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mobilevos_deploy.memory import MemoryState, initial_state, push
+from mobilevos_deploy.nn.readout import MemoryReadout
+from mobilevos_deploy.student import Student
+from mobilevos_deploy.synthetic import moving_object_clip
+from mobilevos_deploy.tracker import track
+
+from .conftest import VARIANTS
+
+FRAMES = 9
+
+
+def memory_frames(t: int, n: int) -> list[int]:
+    """Indices of the frames in memory when frame t is segmented with queue length n."""
+    return [0] + list(range(max(1, t - (n - 1)), t))
+
+
+def reference_track(student: Student, frames: torch.Tensor, mask0: torch.Tensor, n: int):
+    keys, values, probs = [], [], [mask0]
+    enc = student.key_encoder(frames[:1])
+    keys.append(enc.key)
+    values.append(student.encode_value(mask0[None, None], enc.f16))
+    ck = student.config.key_dim
+    for t in range(1, frames.shape[0]):
+        enc = student.key_encoder(frames[t : t + 1])
+        mem = memory_frames(t, n)
+        mk = torch.cat([keys[i].flatten(2) for i in mem], dim=2)[0]  # Ck x M
+        mv = torch.cat([values[i].flatten(2) for i in mem], dim=2)[0]  # Cv x M
+        q = enc.key.flatten(2)[0]  # Ck x P
+        logits = (2 * mk.T @ q - (mk**2).sum(0)[:, None]) / math.sqrt(ck)
+        readout = (mv @ torch.softmax(logits, dim=0)).reshape(1, -1, *enc.key.shape[-2:])
+        prob = torch.sigmoid(student.decoder(readout, enc.query, enc.f8, enc.f4))
+        keys.append(enc.key)
+        values.append(student.encode_value(prob, enc.f16))
+        probs.append(prob[0, 0])
+    return torch.stack(probs)
+
+
+@pytest.fixture(scope="module")
+def clip64():
+    clip = moving_object_clip(FRAMES, 64, 96, seed=3)
+    return clip.frames.double(), clip.masks[0].double()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_tracker_matches_concatenating_reference(students, clip64, name, n):
+    student = students[name].double()
+    try:
+        frames, mask0 = clip64
+        with torch.no_grad():
+            expected = reference_track(student, frames, mask0, n)
+        got = track(student, frames, mask0, n)
+    finally:
+        student.float()
+    assert got.shape == expected.shape == (FRAMES, 64, 96)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_memory_contents_change_the_mask(students, clip64):
+    """Guards the test above: if memory did not matter, queue bugs could not show."""
+    student = students["mobilenetv2-noaspp"].double()
+    try:
+        frames, mask0 = clip64
+        short = track(student, frames, mask0, 1)
+        long = track(student, frames, mask0, 5)
+    finally:
+        student.float()
+    assert (short[2:] - long[2:]).abs().max() > 1e-3
+
+
+def _slot_ids(stacked: torch.Tensor, queue: int) -> list[float]:
+    h = stacked.shape[2] // queue
+    return [stacked[0, 0, s * h, 0].item() for s in range(queue)]
+
+
+@pytest.mark.parametrize("queue", [1, 2, 3, 5])
+def test_push_keeps_first_drops_oldest_appends_newest(queue):
+    h, w = 2, 3
+
+    def frame(i: float, ch: int) -> torch.Tensor:
+        return torch.full((1, ch, h, w), i)
+
+    state = initial_state(frame(0, 4), frame(0, 6), queue)
+    assert _slot_ids(state.keys, queue) == [0.0] * queue
+    assert state.valid.flatten().tolist() == [1.0] + [0.0] * (queue - 1)
+    seen = []
+    for t in range(1, 8):
+        state = push(state, frame(t, 4), frame(t, 6))
+        seen.append(float(t))
+        recent = seen[-(queue - 1):] if queue > 1 else []
+        filled = [0.0] * (queue - 1 - len(recent)) + recent
+        assert _slot_ids(state.keys, queue) == [0.0] + filled
+        assert _slot_ids(state.values, queue) == [0.0] + filled
+        expected_valid = [1.0] + [0.0] * (queue - 1 - len(recent)) + [1.0] * len(recent)
+        assert state.valid.flatten().tolist() == expected_valid
+        assert state.keys.shape == (1, 4, queue * h, w) and state.valid.shape == (1, queue, 1, 1)
+
+
+def test_empty_slots_are_excluded_exactly():
+    """Garbage in an empty slot must not move the read-out, however large it is."""
+    gen = torch.Generator().manual_seed(0)
+    ck, cv, h, w = 8, 5, 3, 4
+    q = torch.randn(1, ck, h, w, generator=gen, dtype=torch.float64)
+    mk = torch.randn(1, ck, 2 * h, w, generator=gen, dtype=torch.float64)
+    mv = torch.randn(1, cv, 2 * h, w, generator=gen, dtype=torch.float64)
+    readout = MemoryReadout(ck)
+    two = readout(mk, mv, torch.ones(1, 2, 1, 1, dtype=torch.float64), q)
+    garbage_k = torch.cat([mk, q], dim=2)  # the best possible match for every query
+    garbage_v = torch.cat([mv, torch.full((1, cv, h, w), 1e6, dtype=torch.float64)], dim=2)
+    valid = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
+    three = readout(garbage_k, garbage_v, valid, q)
+    assert torch.isfinite(three).all()
+    torch.testing.assert_close(three, two, atol=1e-12, rtol=0)
+    # and a valid third slot does change it, so the comparison above can fail
+    moved = readout(garbage_k, garbage_v, torch.ones(1, 3, 1, 1, dtype=torch.float64), q)
+    assert (moved - two).abs().max() > 1.0
+
+
+def test_state_is_a_namedtuple_of_tensors():
+    state = initial_state(torch.zeros(1, 4, 2, 2), torch.zeros(1, 6, 2, 2), 3)
+    assert isinstance(state, MemoryState) and state.queue == 3
