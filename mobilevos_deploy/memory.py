@@ -1,9 +1,11 @@
 """The finite memory queue: a fixed-capacity state of tensors and its pure update.
 
 Slot 0 always holds the first frame (encoded from the given mask). Slots 1..Q-1 hold the
-Q-1 most recent frames, oldest first, encoded from predicted masks. Slots are stacked
-along the height axis so every state tensor stays 4-D (the TFLite GPU delegate rejects
-rank > 4); ``valid`` marks filled slots, and empty slots are excluded from the read-out.
+Q-1 most recent frames, oldest first, encoded from predicted masks. Every state tensor is
+3-D, B x C x N with the N = Q*h*w memory positions flattened slot-major (slot s occupies
+positions [s*h*w, (s+1)*h*w)), which is the layout the read-out multiplies in and one
+onnx2tf keeps unchanged on input and output. All three share it: ``valid`` is 1.0 at every
+position of a filled slot, and empty slots are excluded from the read-out.
 
 Here is where the queue gets updated: :func:`push`.
 """
@@ -16,13 +18,9 @@ import torch
 
 
 class MemoryState(NamedTuple):
-    keys: torch.Tensor  # B x Ck x (Q*h) x w - slot s occupies rows [s*h, (s+1)*h)
-    values: torch.Tensor  # B x Cv x (Q*h) x w - same layout as keys
-    valid: torch.Tensor  # B x Q x 1 x 1 - 1.0 where the slot holds a frame, else 0.0
-
-    @property
-    def queue(self) -> int:
-        return self.valid.shape[1]
+    keys: torch.Tensor  # B x Ck x N - N = Q*h*w, slot-major
+    values: torch.Tensor  # B x Cv x N
+    valid: torch.Tensor  # B x 1 x N - 1.0 at positions of filled slots, else 0.0
 
 
 def initial_state(key: torch.Tensor, value: torch.Tensor, queue: int) -> MemoryState:
@@ -32,32 +30,48 @@ def initial_state(key: torch.Tensor, value: torch.Tensor, queue: int) -> MemoryS
     """
     if queue < 1:
         raise ValueError(f"queue length must be >= 1, got {queue}")
-    b, _, h, w = key.shape
-    first = key.new_ones(b, 1, 1, 1)
+    key, value = _flat(key), _flat(value)  # B x C x hw
+    b, _, hw = key.shape
+    first = key.new_ones(b, 1, hw)
     if queue == 1:
         return MemoryState(key, value, first)
-    keys = torch.cat([key, key.new_zeros(b, key.shape[1], (queue - 1) * h, w)], dim=2)
-    values = torch.cat([value, value.new_zeros(b, value.shape[1], (queue - 1) * h, w)], dim=2)
-    valid = torch.cat([first, key.new_zeros(b, queue - 1, 1, 1)], dim=1)
-    return MemoryState(keys, values, valid)
+
+    def empty(channels: int) -> torch.Tensor:
+        return key.new_zeros(b, channels, (queue - 1) * hw)
+
+    return MemoryState(
+        torch.cat([key, empty(key.shape[1])], dim=2),
+        torch.cat([value, empty(value.shape[1])], dim=2),
+        torch.cat([first, empty(1)], dim=2),
+    )
 
 
-def _shift_in(stacked: torch.Tensor, new: torch.Tensor, queue: int, axis: int) -> torch.Tensor:
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """B x C x h x w → B x C x hw with static sizes (no Shape op in an export)."""
+    b, c, h, w = (int(d) for d in x.shape)
+    return x.reshape(b, c, h * w)
+
+
+def _shift_in(stacked: torch.Tensor, new: torch.Tensor, queue: int) -> torch.Tensor:
     """Keep slot 0, drop slot 1 (the oldest recent frame), append ``new`` as slot Q-1."""
-    size = new.shape[axis]
-    kept = [stacked.narrow(axis, 0, size)]
+    hw = new.shape[2]
+    kept = [stacked[:, :, :hw]]
     if queue > 2:
-        kept.append(stacked.narrow(axis, 2 * size, (queue - 2) * size))
-    return torch.cat([*kept, new], dim=axis)
+        kept.append(stacked[:, :, 2 * hw :])
+    return torch.cat([*kept, new], dim=2)
 
 
-def push(state: MemoryState, key: torch.Tensor, value: torch.Tensor) -> MemoryState:
-    """The queue update, a pure function. With Q = 1 the memory is the first frame only."""
-    queue = state.queue
+def push(state: MemoryState, key: torch.Tensor, value: torch.Tensor, queue: int) -> MemoryState:
+    """The queue update, a pure function. With Q = 1 the memory is the first frame only.
+
+    key: B x Ck x h x w, value: B x Cv x h x w. ``queue`` is a Python int (not read off a
+    tensor) so tracing sees no branch.
+    """
     if queue == 1:
         return state
+    key, value = _flat(key), _flat(value)
     return MemoryState(
-        _shift_in(state.keys, key, queue, axis=2),
-        _shift_in(state.values, value, queue, axis=2),
-        _shift_in(state.valid, torch.ones_like(state.valid[:, :1]), queue, axis=1),
+        _shift_in(state.keys, key, queue),
+        _shift_in(state.values, value, queue),
+        _shift_in(state.valid, torch.ones_like(key[:, :1]), queue),
     )

@@ -48,9 +48,9 @@ def state_spec(cfg: StudentConfig, queue: int, height: int, width: int) -> list[
     check_size(height, width)
     h, w = height // STRIDE, width // STRIDE
     return [
-        TensorSpec("mem_keys", (1, cfg.key_dim, queue * h, w), "float32", "N,Ck,Q*h,w"),
-        TensorSpec("mem_values", (1, cfg.value_dim, queue * h, w), "float32", "N,Cv,Q*h,w"),
-        TensorSpec("mem_valid", (1, queue, 1, 1), "float32", "N,Q,1,1"),
+        TensorSpec("mem_keys", (1, cfg.key_dim, queue * h * w), "float32", "B,Ck,Q*h*w"),
+        TensorSpec("mem_values", (1, cfg.value_dim, queue * h * w), "float32", "B,Cv,Q*h*w"),
+        TensorSpec("mem_valid", (1, 1, queue * h * w), "float32", "B,1,Q*h*w"),
     ]
 
 
@@ -93,9 +93,9 @@ class StepStage(nn.Module):
     def forward(
         self,
         frame: torch.Tensor,  # B x 3 x H x W, RGB in [0, 1]
-        keys: torch.Tensor,  # B x Ck x (Q*h) x w
-        values: torch.Tensor,  # B x Cv x (Q*h) x w
-        valid: torch.Tensor,  # B x Q x 1 x 1
+        keys: torch.Tensor,  # B x Ck x N, N = Q*h*w
+        values: torch.Tensor,  # B x Cv x N
+        valid: torch.Tensor,  # B x 1 x N
     ) -> tuple[torch.Tensor, ...]:
         s = self.student
         enc = s.key_encoder(frame)
@@ -103,6 +103,6 @@ class StepStage(nn.Module):
         prob = torch.sigmoid(s.decoder(readout, enc.query, enc.f8, enc.f4))  # B x 1 x H x W
         state = MemoryState(keys, values, valid)
         if self.queue > 1:
-            state = push(state, enc.key, s.encode_value(prob, enc.f16))
+            state = push(state, enc.key, s.encode_value(prob, enc.f16), self.queue)
         outputs = (prob, *state)
         return (*outputs, readout) if self.with_readout else outputs

@@ -35,7 +35,7 @@ def test_counted_sizes_match_the_shapes(students, queue):
     assert p.macs["total"] == sum(p.macs[k] for k in
                                   ("key_encoder", "value_encoder", "readout", "decoder"))
     assert (p.macs["value_encoder"] == 0) == (queue == 1)  # Q = 1 encodes no value
-    assert p.state_bytes == 4 * (cfg.key_dim * n + cfg.value_dim * n + queue)
+    assert p.state_bytes == 4 * (cfg.key_dim + cfg.value_dim + 1) * n
 
 
 def test_info_rejects_bad_size_and_variant():

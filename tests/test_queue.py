@@ -86,8 +86,8 @@ def test_memory_contents_change_the_mask(students, clip64):
 
 
 def _slot_ids(stacked: torch.Tensor, queue: int) -> list[float]:
-    h = stacked.shape[2] // queue
-    return [stacked[0, 0, s * h, 0].item() for s in range(queue)]
+    hw = stacked.shape[2] // queue
+    return [stacked[0, 0, s * hw].item() for s in range(queue)]
 
 
 @pytest.mark.parametrize("queue", [1, 2, 3, 5])
@@ -99,18 +99,23 @@ def test_push_keeps_first_drops_oldest_appends_newest(queue):
 
     state = initial_state(frame(0, 4), frame(0, 6), queue)
     assert _slot_ids(state.keys, queue) == [0.0] * queue
-    assert state.valid.flatten().tolist() == [1.0] + [0.0] * (queue - 1)
+    assert _slot_ids(state.valid, queue) == [1.0] + [0.0] * (queue - 1)
     seen = []
     for t in range(1, 8):
-        state = push(state, frame(t, 4), frame(t, 6))
+        state = push(state, frame(t, 4), frame(t, 6), queue)
         seen.append(float(t))
         recent = seen[-(queue - 1):] if queue > 1 else []
         filled = [0.0] * (queue - 1 - len(recent)) + recent
         assert _slot_ids(state.keys, queue) == [0.0] + filled
         assert _slot_ids(state.values, queue) == [0.0] + filled
         expected_valid = [1.0] + [0.0] * (queue - 1 - len(recent)) + [1.0] * len(recent)
-        assert state.valid.flatten().tolist() == expected_valid
-        assert state.keys.shape == (1, 4, queue * h, w) and state.valid.shape == (1, queue, 1, 1)
+        assert _slot_ids(state.valid, queue) == expected_valid
+        for tensor, channels in ((state.keys, 4), (state.values, 6), (state.valid, 1)):
+            assert tensor.shape == (1, channels, queue * h * w)
+            # every position of a slot holds the same frame: slots never straddle
+            for s in range(queue):
+                block = tensor[:, :, s * h * w : (s + 1) * h * w]
+                assert torch.equal(block, block[:, :, :1].expand_as(block))
 
 
 def test_empty_slots_are_excluded_exactly():
@@ -118,21 +123,22 @@ def test_empty_slots_are_excluded_exactly():
     gen = torch.Generator().manual_seed(0)
     ck, cv, h, w = 8, 5, 3, 4
     q = torch.randn(1, ck, h, w, generator=gen, dtype=torch.float64)
-    mk = torch.randn(1, ck, 2 * h, w, generator=gen, dtype=torch.float64)
-    mv = torch.randn(1, cv, 2 * h, w, generator=gen, dtype=torch.float64)
+    mk = torch.randn(1, ck, 2 * h * w, generator=gen, dtype=torch.float64)
+    mv = torch.randn(1, cv, 2 * h * w, generator=gen, dtype=torch.float64)
     readout = MemoryReadout(ck)
-    two = readout(mk, mv, torch.ones(1, 2, 1, 1, dtype=torch.float64), q)
-    garbage_k = torch.cat([mk, q], dim=2)  # the best possible match for every query
-    garbage_v = torch.cat([mv, torch.full((1, cv, h, w), 1e6, dtype=torch.float64)], dim=2)
-    valid = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
+    ones = torch.ones(1, 1, h * w, dtype=torch.float64)
+    two = readout(mk, mv, torch.cat([ones, ones], dim=2), q)
+    garbage_k = torch.cat([mk, q.flatten(2)], dim=2)  # the best possible match for every query
+    garbage_v = torch.cat([mv, torch.full((1, cv, h * w), 1e6, dtype=torch.float64)], dim=2)
+    valid = torch.cat([ones, ones, 0 * ones], dim=2)
     three = readout(garbage_k, garbage_v, valid, q)
     assert torch.isfinite(three).all()
     torch.testing.assert_close(three, two, atol=1e-12, rtol=0)
     # and a valid third slot does change it, so the comparison above can fail
-    moved = readout(garbage_k, garbage_v, torch.ones(1, 3, 1, 1, dtype=torch.float64), q)
+    moved = readout(garbage_k, garbage_v, torch.cat([ones, ones, ones], dim=2), q)
     assert (moved - two).abs().max() > 1.0
 
 
 def test_state_is_a_namedtuple_of_tensors():
     state = initial_state(torch.zeros(1, 4, 2, 2), torch.zeros(1, 6, 2, 2), 3)
-    assert isinstance(state, MemoryState) and state.queue == 3
+    assert isinstance(state, MemoryState) and len(state) == 3

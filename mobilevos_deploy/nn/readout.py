@@ -26,26 +26,28 @@ class MemoryReadout(nn.Module):
 
     def forward(
         self,
-        mem_key: torch.Tensor,  # B x Ck x (Q*h) x w - memory keys, slot-major along height
-        mem_value: torch.Tensor,  # B x Cv x (Q*h) x w - memory values, same layout
-        valid: torch.Tensor,  # B x Q x 1 x 1 - 1.0 for filled slots, 0.0 for empty ones
+        mem_key: torch.Tensor,  # B x Ck x N - memory keys, N = Q*h*w slot-major
+        mem_value: torch.Tensor,  # B x Cv x N - memory values
+        valid: torch.Tensor,  # B x 1 x N - 1.0 at positions of filled slots, else 0.0
         query_key: torch.Tensor,  # B x Ck x h x w - key of the current frame
     ) -> torch.Tensor:  # B x Cv x h x w
         b, ck, h, w = query_key.shape
-        q_slots = valid.shape[1]
         dtype = torch.promote_types(query_key.dtype, torch.float32)
-        mk = mem_key.to(dtype).reshape(b, ck, q_slots * h * w)  # B x Ck x N
-        q = query_key.to(dtype).reshape(b, ck, h * w)  # B x Ck x P
+        mk = _as(mem_key, dtype)  # B x Ck x N
+        q = _as(query_key, dtype).reshape(b, ck, h * w)  # B x Ck x P
         dot = torch.bmm(mk.transpose(1, 2), q)  # B x N x P
         mk_sq = mk.pow(2).sum(dim=1).unsqueeze(2)  # B x N x 1
         logits = (2.0 * dot - mk_sq) * self.scale  # B x N x P
-        logits = logits.reshape(b, q_slots, h * w, h * w)  # B x Q x hw x P
-        slot_valid = valid.to(dtype)  # B x Q x 1 x 1
-        logits = logits - (1.0 - slot_valid) * 1e4  # empty slots far below any valid one
-        peak = logits.amax(dim=(1, 2), keepdim=True)  # B x 1 x 1 x P
-        expo = torch.exp(logits - peak) * slot_valid  # empty slots contribute exactly 0
-        weights = expo / expo.sum(dim=(1, 2), keepdim=True)
-        weights = weights.reshape(b, q_slots * h * w, h * w)  # B x N x P
-        mv = mem_value.to(dtype).reshape(b, mem_value.shape[1], q_slots * h * w)  # B x Cv x N
+        keep = _as(valid, dtype).transpose(1, 2)  # B x N x 1
+        logits = logits - (1.0 - keep) * 1e4  # empty slots far below any valid one
+        peak = logits.amax(dim=1, keepdim=True)  # B x 1 x P
+        expo = torch.exp(logits - peak) * keep  # empty slots contribute exactly 0
+        weights = expo / expo.sum(dim=1, keepdim=True)  # B x N x P
+        mv = _as(mem_value, dtype)  # B x Cv x N
         out = torch.bmm(mv, weights)  # B x Cv x P
-        return out.reshape(b, -1, h, w).to(mem_value.dtype)
+        return _as(out.reshape(b, -1, h, w), mem_value.dtype)
+
+
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast only when needed, so an fp32 export has no Cast nodes."""
+    return x if x.dtype == dtype else x.to(dtype)
