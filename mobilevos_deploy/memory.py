@@ -30,9 +30,11 @@ def initial_state(key: torch.Tensor, value: torch.Tensor, queue: int) -> MemoryS
     """
     if queue < 1:
         raise ValueError(f"queue length must be >= 1, got {queue}")
-    key, value = _flat(key), _flat(value)  # B x C x hw
+    key, value = flatten_hw(key), flatten_hw(value)  # B x C x hw
     b, _, hw = key.shape
-    first = key.new_ones(b, 1, hw)
+    # computed from the key rather than a constant, so an exported init graph keeps it as an
+    # output (converters drop outputs that constant folding turns into initialisers)
+    first = key[:, :1] * 0.0 + 1.0
     if queue == 1:
         return MemoryState(key, value, first)
 
@@ -46,10 +48,9 @@ def initial_state(key: torch.Tensor, value: torch.Tensor, queue: int) -> MemoryS
     )
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    """B x C x h x w → B x C x hw with static sizes (no Shape op in an export)."""
-    b, c, h, w = (int(d) for d in x.shape)
-    return x.reshape(b, c, h * w)
+def flatten_hw(x: torch.Tensor) -> torch.Tensor:
+    """B x C x h x w → B x C x hw."""
+    return x.flatten(2)
 
 
 def _shift_in(stacked: torch.Tensor, new: torch.Tensor, queue: int) -> torch.Tensor:
@@ -69,7 +70,7 @@ def push(state: MemoryState, key: torch.Tensor, value: torch.Tensor, queue: int)
     """
     if queue == 1:
         return state
-    key, value = _flat(key), _flat(value)
+    key, value = flatten_hw(key), flatten_hw(value)
     return MemoryState(
         _shift_in(state.keys, key, queue),
         _shift_in(state.values, value, queue),

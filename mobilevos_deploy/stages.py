@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import StudentConfig
 from .errors import UserError
-from .memory import MemoryState, initial_state, push
+from .memory import MemoryState, flatten_hw, initial_state, push
 from .student import Student
 
 STRIDE = 16
@@ -79,7 +79,7 @@ class InitStage(nn.Module):
 class StepStage(nn.Module):
     """(frame, mem_keys, mem_values, mem_valid) → (prob, mem_keys', mem_values', mem_valid').
 
-    With ``with_readout`` the memory read-out (B x Cv x h x w) is returned last, for parity
+    With ``with_readout`` the memory read-out (B x Cv x h*w) is returned last, for parity
     gates that must see more than the mask. At Q = 1 the memory never changes, so no value
     is encoded and the state passes through.
     """
@@ -105,4 +105,4 @@ class StepStage(nn.Module):
         if self.queue > 1:
             state = push(state, enc.key, s.encode_value(prob, enc.f16), self.queue)
         outputs = (prob, *state)
-        return (*outputs, readout) if self.with_readout else outputs
+        return (*outputs, flatten_hw(readout)) if self.with_readout else outputs

@@ -45,7 +45,7 @@ def test_stage_shapes_determinism_and_finiteness(students, name, size):
     for prob, keys, values, valid, readout in first[1:]:
         assert prob.shape == (1, 1, height, width)
         assert [tuple(t.shape) for t in (keys, values, valid)] == [s.shape for s in spec]
-        assert readout.shape == (1, student.config.value_dim, h, w)
+        assert readout.shape == (1, student.config.value_dim, h * w)
         for t in (prob, keys, values, valid, readout):
             assert torch.isfinite(t).all()
         assert ((prob >= 0) & (prob <= 1)).all()

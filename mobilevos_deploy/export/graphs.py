@@ -1,0 +1,83 @@
+"""The graphs an export ships, their declared I/O, and the ONNX export of each.
+
+Layouts are declared, never guessed: the ONNX graphs are NCHW; onnx2tf turns 4-D inputs
+and outputs (frame, mask, prob) into NHWC, and keeps the 3-D state as it is when the state
+inputs are named with ``-kat``. Parity checks then prove every declared layout.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnxsim
+import torch
+from torch import nn
+
+from ..stages import InitStage, StepStage, TensorSpec, check_size, state_spec
+from ..student import Student
+
+OPSET = 17
+NEXT = "next_"  # prefix of the step outputs that feed back as the state inputs
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str  # "init" | "step" | "probe" (the step plus the read-out, for gates only)
+    inputs: tuple[TensorSpec, ...]  # ONNX (PyTorch) shapes and layouts
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+def graph_specs(student: Student, queue: int, height: int, width: int) -> dict[str, GraphSpec]:
+    check_size(height, width)
+    cfg = student.config
+    state = tuple(state_spec(cfg, queue, height, width))
+    nxt = tuple(TensorSpec(NEXT + s.name, s.shape, s.dtype, s.layout) for s in state)
+    frame = TensorSpec("frame", (1, 3, height, width), "float32", "NCHW RGB [0,1]")
+    mask = TensorSpec("mask", (1, 1, height, width), "float32", "NCHW [0,1]")
+    prob = TensorSpec("prob", (1, 1, height, width), "float32", "NCHW [0,1]")
+    hw = (height // 16) * (width // 16)
+    readout = TensorSpec("readout", (1, cfg.value_dim, hw), "float32", "B,Cv,h*w")
+    return {
+        "init": GraphSpec("init", (frame, mask), state),
+        "step": GraphSpec("step", (frame, *state), (prob, *nxt)),
+        "probe": GraphSpec("probe", (frame, *state), (prob, *nxt, readout)),
+    }
+
+
+def graph_module(student: Student, queue: int, name: str) -> nn.Module:
+    if name == "init":
+        return InitStage(student, queue).eval()
+    return StepStage(student, queue, with_readout=name == "probe").eval()
+
+
+def export_onnx(module: nn.Module, spec: GraphSpec, path: Path) -> None:
+    """Trace ``module`` on zeros of the declared shapes; TracerWarning is an error here."""
+    args = tuple(torch.zeros(t.shape) for t in spec.inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            module, args, str(path), input_names=spec.input_names,
+            output_names=spec.output_names, opset_version=OPSET, dynamo=False,
+            do_constant_folding=True,
+        )
+    # fold the shape arithmetic of the trace into constants: every size is static here
+    model, ok = onnxsim.simplify(onnx.load(str(path)))
+    if not ok:
+        raise RuntimeError(f"onnxsim could not validate the simplified {spec.name} graph")
+    onnx.checker.check_model(model, full_check=True)
+    left = sorted({n.op_type for n in model.graph.node} & {"Shape", "Gather", "Expand"})
+    if left:
+        raise RuntimeError(f"{spec.name} graph still has dynamic-shape ops {left}")
+    onnx.save(model, str(path))

@@ -1,0 +1,99 @@
+"""Parity gates: one step on identical inputs, and closed-loop rollouts on a generated clip.
+
+Tolerances are arguments with the issue's values as defaults; every figure is returned so
+the manifest records it, and every failure names the offending tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..synthetic import moving_object_clip
+from .graphs import GraphSpec
+from .runtimes import Runner
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    figures: dict[str, float] = field(default_factory=dict)
+    offending: list[str] = field(default_factory=list)  # one table row per failing tensor
+
+
+def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| / (1 + |ref|), elementwise."""
+    return float(np.max(np.abs(got - ref) / (1.0 + np.abs(ref))))
+
+
+def step_parity(
+    spec: GraphSpec, ref: Runner, others: dict[str, Runner], inputs: dict[str, np.ndarray],
+    prob_atol: float = 1e-4, state_rtol: float = 1e-4,
+) -> GateResult:
+    """Every output of every runtime against PyTorch on the same inputs."""
+    expected = ref(inputs)
+    gate = GateResult("step_parity", True)
+    for runtime, run in others.items():
+        got = run(inputs)
+        for name in spec.output_names:
+            g, e = got[name], expected[name]
+            if g.shape != e.shape or not np.isfinite(g).all():
+                gate.passed = False
+                gate.offending.append(f"{runtime:<8} {name:<18} shape {g.shape} vs {e.shape} "
+                                      f"or non-finite")
+                continue
+            if name == "prob":
+                err, limit, what = float(np.max(np.abs(g - e))), prob_atol, "max abs"
+            else:
+                err, limit, what = _rel_err(g, e), state_rtol, "max abs/(1+|x|)"
+            gate.figures[f"{runtime}.{name}"] = err
+            if not err <= limit:
+                gate.passed = False
+                gate.offending.append(f"{runtime:<8} {name:<18} {what} {err:.3g} > {limit:g}")
+    return gate
+
+
+def nchw_clip(num_frames: int, height: int, width: int, seed: int = 0):
+    clip = moving_object_clip(num_frames, height, width, seed=seed)
+    return clip.frames.numpy(), clip.masks.numpy()
+
+
+def rollout(init: Runner, step: Runner, step_spec: GraphSpec, frames: np.ndarray,
+            mask0: np.ndarray) -> np.ndarray:
+    """Segment T frames feeding back the runtime's own state; T-1 x H x W probabilities."""
+    state_names = step_spec.input_names[1:]
+    out = init({"frame": frames[:1], "mask": mask0[None, None]})
+    state = {n: out[n] for n in state_names}
+    probs = []
+    for t in range(1, frames.shape[0]):
+        out = step({"frame": frames[t : t + 1], **state})
+        probs.append(out["prob"][0, 0])
+        state = {n: out["next_" + n] for n in state_names}
+    return np.stack(probs)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of masks thresholded at 0.5; an empty union counts as 1."""
+    x, y = a > 0.5, b > 0.5
+    inter = (x & y).sum(axis=(1, 2))
+    union = (x | y).sum(axis=(1, 2))
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def rollout_gate(name: str, ref_probs: np.ndarray, probs: np.ndarray, min_iou: float,
+                 max_prob_err: float | None) -> GateResult:
+    gate = GateResult(name, True)
+    ious = iou(probs, ref_probs)
+    gate.figures["min_iou"] = float(ious.min())
+    gate.figures["max_prob_err"] = float(np.max(np.abs(probs - ref_probs)))
+    if not (np.isfinite(probs).all() and ious.min() >= min_iou):
+        gate.passed = False
+        gate.offending.append(f"{name:<16} min IoU {ious.min():.5f} < {min_iou} "
+                              f"(frame {int(ious.argmin()) + 1})")
+    if max_prob_err is not None and not gate.figures["max_prob_err"] <= max_prob_err:
+        gate.passed = False
+        gate.offending.append(f"{name:<16} max prob error {gate.figures['max_prob_err']:.3g} "
+                              f"> {max_prob_err}")
+    return gate

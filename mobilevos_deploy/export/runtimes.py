@@ -1,0 +1,77 @@
+"""One calling convention for the three runtimes: dict of NCHW/3-D numpy arrays in and out.
+
+Each runner converts between the graph's declared ONNX layouts and its own: LiteRT takes
+and gives 4-D tensors as NHWC (onnx2tf's convention) and 3-D state tensors unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from .graphs import GraphSpec
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def torch_runner(module: nn.Module, spec: GraphSpec) -> Runner:
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outs = module(*(torch.from_numpy(inputs[n]) for n in spec.input_names))
+        return {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+
+    return run
+
+
+def onnx_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = session.run(spec.output_names, {n: inputs[n] for n in spec.input_names})
+        return dict(zip(spec.output_names, outs, strict=True))
+
+    return run
+
+
+def _to_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def _from_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+def tflite_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    runner = interpreter.get_signature_runner("serving_default")
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = runner(**{n: _to_nhwc(inputs[n]) for n in spec.input_names})
+        return {n: _from_nhwc(outs[n]) for n in spec.output_names}
+
+    return run
+
+
+def check_io(path: Path, spec: GraphSpec) -> None:
+    """The TFLite signature has the declared names, and shapes in the declared layouts."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    sig = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    for kind, details, tensors in (("input", sig.get_input_details(), spec.inputs),
+                                   ("output", sig.get_output_details(), spec.outputs)):
+        for t in tensors:
+            if t.name not in details:
+                raise AssertionError(f"{path.name}: no {kind} named {t.name!r}")
+            want = t.shape if len(t.shape) != 4 else tuple(t.shape[i] for i in (0, 2, 3, 1))
+            got = tuple(int(d) for d in details[t.name]["shape"])
+            if got != want:
+                raise AssertionError(f"{path.name}: {kind} {t.name} is {got}, expected {want}")
