@@ -138,7 +138,7 @@ def export_model(student: Student, variant: str, queue: int, height: int, width:
         gates = _gates(student, queue, specs, files, height, width)
         failed = [g for g in gates if not g.passed]
         if failed:
-            rows = "\n".join(f"  {g.name:<18} {row}" for g in failed for row in g.offending)
+            rows = "\n".join(f"  {g.name:<20} {row}" for g in failed for row in g.offending)
             raise GateError(f"export of {variant} queue {queue} at {height}x{width} failed "
                             f"{len(failed)} gate(s); nothing was written:\n{rows}")
         shutil.rmtree(work)

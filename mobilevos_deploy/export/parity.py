@@ -90,10 +90,10 @@ def rollout_gate(name: str, ref_probs: np.ndarray, probs: np.ndarray, min_iou: f
     gate.figures["max_prob_err"] = float(np.max(np.abs(probs - ref_probs)))
     if not (np.isfinite(probs).all() and ious.min() >= min_iou):
         gate.passed = False
-        gate.offending.append(f"{name:<16} min IoU {ious.min():.5f} < {min_iou} "
+        gate.offending.append(f"min IoU {ious.min():.5f} < {min_iou} "
                               f"(frame {int(ious.argmin()) + 1})")
     if max_prob_err is not None and not gate.figures["max_prob_err"] <= max_prob_err:
         gate.passed = False
-        gate.offending.append(f"{name:<16} max prob error {gate.figures['max_prob_err']:.3g} "
+        gate.offending.append(f"max prob error {gate.figures['max_prob_err']:.3g} "
                               f"> {max_prob_err}")
     return gate
