@@ -54,14 +54,6 @@ def state_spec(cfg: StudentConfig, queue: int, height: int, width: int) -> list[
     ]
 
 
-def frame_spec(height: int, width: int) -> TensorSpec:
-    return TensorSpec("frame", (1, 3, height, width), "float32", "NCHW RGB [0,1]")
-
-
-def mask_spec(name: str, height: int, width: int) -> TensorSpec:
-    return TensorSpec(name, (1, 1, height, width), "float32", "NCHW [0,1]")
-
-
 class InitStage(nn.Module):
     """(frame B x 3 x H x W, mask B x 1 x H x W) → (mem_keys, mem_values, mem_valid)."""
 
