@@ -24,7 +24,7 @@ from ..student import Student
 from .convert import onnx2tf
 from .graphs import NEXT, GraphSpec, export_onnx, graph_module, graph_specs
 from .parity import GateResult, nchw_clip, rollout, rollout_gate, step_parity
-from .runtimes import check_io, onnx_runner, tflite_runner, torch_runner
+from .runtimes import check_io, onnx_runner, tflite_runner, tflite_shape, torch_runner
 
 ROLLOUT_FRAMES = 31
 TOOLS = ("torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "ai-edge-litert", "numpy")
@@ -51,9 +51,7 @@ def _sha256(path: Path) -> str:
 
 
 def _tflite_layout(shape: tuple[int, ...], layout: str) -> dict:
-    if len(shape) == 4:
-        return {"shape": [shape[0], shape[2], shape[3], shape[1]], "layout": "NHWC"}
-    return {"shape": list(shape), "layout": layout}
+    return {"shape": list(tflite_shape(shape)), "layout": "NHWC" if len(shape) == 4 else layout}
 
 
 def _io_spec(spec: GraphSpec) -> dict:

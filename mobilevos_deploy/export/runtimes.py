@@ -40,6 +40,11 @@ def onnx_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
     return run
 
 
+def tflite_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The declared TFLite shape: 4-D NCHW becomes NHWC, 3-D state stays as it is."""
+    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+
+
 def _to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
@@ -71,7 +76,7 @@ def check_io(path: Path, spec: GraphSpec) -> None:
         for t in tensors:
             if t.name not in details:
                 raise AssertionError(f"{path.name}: no {kind} named {t.name!r}")
-            want = t.shape if len(t.shape) != 4 else tuple(t.shape[i] for i in (0, 2, 3, 1))
+            want = tflite_shape(t.shape)
             got = tuple(int(d) for d in details[t.name]["shape"])
             if got != want:
                 raise AssertionError(f"{path.name}: {kind} {t.name} is {got}, expected {want}")
