@@ -151,7 +151,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> LoadedCheck
     if variant is not None:
         get_variant(variant)
     name, cfg, state = _unpack(_read(path), path, variant)
-    model = build_student(cfg, seed=None)
+    model = build_student(cfg, seed=None, centre=False)
     _check_keys(state, model, name, path)
     model.load_state_dict(state, strict=True)
     return LoadedCheckpoint(name, cfg, model.eval(), path)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..student import Student
-from .convert import onnx2tf
+from .convert import convert_graphs
 from .graphs import NEXT, GraphSpec, export_onnx, graph_module, graph_specs
 from .parity import GateResult, nchw_clip, rollout, rollout_gate, step_parity
 from .runtimes import check_io, onnx_runner, tflite_runner, tflite_shape, torch_runner
@@ -118,21 +118,22 @@ def export_model(student: Student, variant: str, queue: int, height: int, width:
     final = out_root / f"{variant}_q{queue}_{height}x{width}"
     try:
         work = staging / ".work"
-        files: dict[str, Path] = {}
+        work.mkdir()
+        graphs = {}
         for name in ("init", "step", "probe"):
             onnx_path = (staging if name != "probe" else work) / f"{name}.onnx"
-            onnx_path.parent.mkdir(exist_ok=True)
             export_onnx(graph_module(student, queue, name), specs[name], onnx_path)
-            tfl = onnx2tf(onnx_path, work / name)
-            files[f"{name}.onnx"] = onnx_path
-            for precision, path in tfl.items():
-                if name == "probe":
-                    files[f"probe_{precision}"] = path
-                    continue
-                shipped = staging / f"{name}_{precision}.tflite"
-                shutil.copyfile(path, shipped)
-                check_io(shipped, specs[name])
-                files[shipped.name] = shipped
+            graphs[name] = (onnx_path, specs[name])
+        files: dict[str, Path] = {f"{n}.onnx": p for n, (p, _) in graphs.items()}
+        for key, path in convert_graphs(graphs, work).items():
+            name = key.split("_")[0]
+            if name == "probe":
+                files[key] = path
+                continue
+            shipped = staging / f"{key}.tflite"
+            shutil.copyfile(path, shipped)
+            check_io(shipped, specs[name])
+            files[shipped.name] = shipped
         gates = _gates(student, queue, specs, files, height, width)
         failed = [g for g in gates if not g.passed]
         if failed:

@@ -1,8 +1,12 @@
-"""onnx2tf, run in a subprocess, offline, with its failure surfaced as a UserError."""
+"""ONNX → TFLite fp32 + fp16 through onnx2tf, offline, in one TensorFlow subprocess.
+
+TensorFlow is never imported into the calling process: ``tf_worker`` does the conversion
+in a child, and its failure comes back as a UserError naming the graph and the step.
+"""
 
 from __future__ import annotations
 
-import shutil
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,36 +15,38 @@ import numpy as np
 
 from ..errors import UserError
 from ..stages import STATE_NAMES
+from .graphs import GraphSpec
+from .tf_worker import FAILED
 
 # onnx2tf downloads this sample for image-only models unless it finds it in the cwd.
 CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
-TIMEOUT_S = 900
+TIMEOUT_S = 1800
 
 
-def onnx2tf(onnx_path: Path, work: Path) -> dict[str, Path]:
-    """Convert; returns {"fp32": path, "fp16": path} inside ``work``."""
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(work / CALIBRATION, np.random.default_rng(0).random((20, 128, 128, 3), np.float32))
-    out = work / "saved_model"
-    keep = list(STATE_NAMES)  # 3-D state inputs keep their layout on input and output
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path.resolve()), "-o", str(out),
-           "-n", "-kat", *keep]
+def convert_graphs(graphs: dict[str, tuple[Path, GraphSpec]], work: Path) -> dict[str, Path]:
+    """Convert each ONNX graph; returns {"<name>_fp32": path, "<name>_fp16": path, ...}."""
+    jobs, result = [], {}
+    for name, (onnx_path, spec) in graphs.items():
+        out = work / name
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / CALIBRATION, np.random.default_rng(0).random((20, 128, 128, 3),
+                                                                   np.float32))
+        keep = [n for n in spec.input_names if n in STATE_NAMES]  # 3-D state keeps its layout
+        jobs.append({"onnx": str(onnx_path.resolve()), "out": str(out.resolve()),
+                     "inputs": spec.input_names, "outputs": spec.output_names, "keep": keep})
+        for precision in ("fp32", "fp16"):
+            result[f"{name}_{precision}"] = out / f"{onnx_path.stem}_{precision}.tflite"
+    (work / "jobs.json").write_text(json.dumps(jobs, indent=1))
+    cmd = [sys.executable, "-m", "mobilevos_deploy.export.tf_worker", str(work / "jobs.json")]
     try:
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=TIMEOUT_S)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise UserError(f"onnx2tf did not finish converting {onnx_path.name} within "
-                        f"{TIMEOUT_S} s") from None
-    stem = onnx_path.stem
-    result = {"fp32": out / f"{stem}_float32.tflite", "fp16": out / f"{stem}_float16.tflite"}
+        raise UserError(f"TFLite conversion did not finish within {TIMEOUT_S} s") from None
     if proc.returncode != 0 or not all(p.exists() for p in result.values()):
         log = proc.stdout + proc.stderr
-        lines = [ln for ln in log.splitlines() if "rror" in ln] or log.splitlines()
-        detail = "\n".join(lines[-8:])
+        failed = [ln for ln in log.splitlines() if ln.startswith(FAILED)]
+        detail = failed[-1][len(FAILED) + 1 :] if failed else "\n".join(log.splitlines()[-8:])
         if "ConnectionError" in log or "urlopen" in log:
             detail += "\n(onnx2tf tried to download something; this machine is offline)"
-        shutil.rmtree(out, ignore_errors=True)
-        raise UserError(
-            f"onnx2tf failed converting {onnx_path.name} (exit {proc.returncode}):\n{detail}\n"
-            f"Command: {' '.join(cmd)}"
-        )
+        raise UserError(f"TFLite conversion failed (exit {proc.returncode}) at {detail}")
     return result

@@ -1,0 +1,137 @@
+"""ONNX → TFLite for several graphs in one TensorFlow process (run by ``convert.py``).
+
+    python -m mobilevos_deploy.export.tf_worker jobs.json
+
+Each job converts one ONNX graph. onnx2tf builds the Keras model (its layout logic is what
+we rely on); with ``disable_model_save`` it skips the Keras SavedModel serialisation that
+takes ~90 % of its own run time. TensorFlow's TFLiteConverter then writes fp32 and fp16
+(fp16 weights, DEQUANTIZE'd at load) with TFLite builtins only, so a graph that would need
+flex/select-TF ops fails here instead of on the phone. Finally the I/O tensors get the
+ONNX names and a ``serving_default`` signature.
+
+A failure prints one line ``MVOS_CONVERT_FAILED <graph> <step>: <message>`` to stderr and
+exits 3. TensorFlow is imported only here, never by the rest of the package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+FAILED = "MVOS_CONVERT_FAILED"
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def _keras_model(job: dict):
+    import onnx2tf
+
+    return onnx2tf.convert(
+        input_onnx_file_path=job["onnx"], output_folder_path=job["out"], non_verbose=True,
+        keep_shape_absolutely_input_names=job["keep"], disable_model_save=True,
+    )
+
+
+def _tflite(model, job: dict) -> tuple[bytes, bytes]:
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec(x.shape, x.dtype, name)
+             for x, name in zip(model.inputs, job["inputs"], strict=True)]
+
+    @tf.function(input_signature=specs)
+    def graph(*args):
+        out = model(list(args))
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    fp32 = converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    fp16 = converter.convert()
+    return fp32, fp16
+
+
+def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
+    """Give subgraph 0's I/O tensors the ONNX names and add a serving_default signature.
+
+    Inputs already carry their TensorSpec names; outputs come in the function's order.
+    """
+    import flatbuffers
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(buf, 0))
+    graph = model.subgraphs[0]
+    by_name = {graph.tensors[i].name.decode(): i for i in graph.inputs}
+    in_index = []
+    for name in inputs:
+        hits = [i for n, i in by_name.items() if n == name or n.endswith(f"_{name}:0")]
+        if len(hits) != 1:
+            raise RuntimeError(f"input {name!r} not found among {sorted(by_name)}")
+        in_index.append(hits[0])
+    if len(graph.outputs) != len(outputs):
+        raise RuntimeError(f"{len(graph.outputs)} outputs, expected {len(outputs)}")
+    for index, name in zip([*in_index, *graph.outputs], [*inputs, *outputs], strict=True):
+        graph.tensors[index].name = name.encode()
+
+    def tensor_map(name: str, index: int):
+        entry = fb.TensorMapT()
+        entry.name, entry.tensorIndex = name, index
+        return entry
+
+    sig = fb.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.inputs = [tensor_map(n, i) for n, i in zip(inputs, in_index, strict=True)]
+    sig.outputs = [tensor_map(n, i) for n, i in zip(outputs, graph.outputs, strict=True)]
+    model.signatureDefs = [sig]
+
+    class AlignedBuilder(flatbuffers.Builder):
+        # constant buffers stay 16-byte aligned, as TFLite's converter writes them
+        def CreateNumpyVector(self, x):
+            if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.size >= 16:
+                self.StartVector(1, x.size, 16)
+                self.head -= x.size
+                self.Bytes[self.head : self.head + x.size] = x.tobytes()
+                self.vectorNumElems = x.size
+                return self.EndVector()
+            return super().CreateNumpyVector(x)
+
+    builder = AlignedBuilder(len(buf) + (1 << 16))
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def run(job: dict) -> None:
+    step = "onnx2tf"
+    try:
+        model = _keras_model(job)
+        step = "TFLiteConverter"
+        fp32, fp16 = _tflite(model, job)
+        step = "naming I/O"
+        out = Path(job["out"])
+        for precision, buf in (("fp32", fp32), ("fp16", fp16)):
+            path = out / f"{Path(job['onnx']).stem}_{precision}.tflite"
+            path.write_bytes(name_io(buf, job["inputs"], job["outputs"]))
+    except Exception as exc:  # report which graph and step failed, then the traceback
+        traceback.print_exc()
+        message = " ".join(str(exc).split())[:600] or type(exc).__name__
+        print(f"{FAILED} {Path(job['onnx']).stem} {step}: {message}", file=sys.stderr)
+        sys.exit(3)
+    finally:
+        import tf_keras
+
+        tf_keras.backend.clear_session()
+
+
+def main() -> None:
+    jobs = json.loads(Path(sys.argv[1]).read_text())
+    for job in jobs:
+        os.chdir(job["out"])  # onnx2tf looks for its calibration sample in the cwd
+        run(job)
+
+
+if __name__ == "__main__":
+    main()
