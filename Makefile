@@ -4,10 +4,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# TensorFlow 2.17.1 alone, for the GPU-delegate check (mobilevos_deploy/export/gpu_check.py)
+CHECKER := .venv-gpucheck
+CHECKER_STAMP := $(CHECKER)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv gpu-checker clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(CHECKER_STAMP)
+
+gpu-checker: $(CHECKER_STAMP)
+
+$(CHECKER_STAMP): env/requirements-gpucheck.lock.txt
+	test -x $(CHECKER)/bin/python || $(PYTHON) -m venv $(CHECKER)
+	$(CHECKER)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r env/requirements-gpucheck.lock.txt
+	touch $@
 
 $(STAMP): env/requirements.lock.txt env/constraints.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +28,7 @@ $(STAMP): env/requirements.lock.txt env/constraints.txt setup.cfg pyproject.toml
 		--no-deps --no-build-isolation -e .
 	touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) $(CHECKER_STAMP)
 	$(BIN)/mvos-info --size 480x864 --queue 2
 	$(BIN)/mvos-track --size 480x864 --queue 2 --frames 12
 
@@ -25,8 +36,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check mobilevos_deploy tests
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-test: $(STAMP)
+test: $(STAMP) $(CHECKER_STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CHECKER) build *.egg-info

@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import get_variant
+from .nn.readout import distinct_size
 from .stages import STRIDE, InitStage, StepStage, TensorSpec, check_size, state_spec
 from .student import build_student
 
@@ -28,7 +29,7 @@ class Profile:
     params: dict[str, int]  # "total", each part, and "aspp" (inside the decoder)
     macs: dict[str, int]  # per step: "total" and each part
     state: list[TensorSpec]
-    affinity_bytes: int  # fp32 (Q*h*w) x (h*w) affinity of one step
+    affinity_bytes: int  # fp32 N x P affinity of one step (N ~ Q*h*w, P ~ h*w)
 
     @property
     def state_bytes(self) -> int:
@@ -58,8 +59,10 @@ def profile_variant(name: str, height: int, width: int, queue: int) -> Profile:
         macs[part] = sum(counts.get(f"StepStage.student.{part}", {}).values()) // 2
 
     hw = (height // STRIDE) * (width // STRIDE)
+    n = distinct_size(queue * hw, {cfg.key_dim, cfg.value_dim})  # as padded by the read-out
+    p = distinct_size(hw, {cfg.key_dim, cfg.value_dim, n})
     return Profile(name, height, width, queue, params, macs,
-                   state_spec(cfg, queue, height, width), queue * hw * hw * 4)
+                   state_spec(cfg, queue, height, width), n * p * 4)
 
 
 def format_profile(p: Profile) -> str:

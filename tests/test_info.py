@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobilevos_deploy.cli.info import main as info_cli
+from mobilevos_deploy.nn.readout import distinct_size
 from mobilevos_deploy.profile import profile_variant
 
 from .conftest import VARIANTS
@@ -27,9 +28,13 @@ def test_counted_sizes_match_the_shapes(students, queue):
     p = profile_variant(name, 64, 96, queue)
     cfg = students[name].config
     n, positions = queue * 4 * 6, 4 * 6
-    # the read-out is two matrix products: keys (Ck x N)^T q (Ck x P) and values (Cv x N) w
-    assert p.macs["readout"] == (cfg.key_dim + cfg.value_dim) * n * positions
-    assert p.affinity_bytes == n * positions * 4
+    # the read-out is two matrix products: keys (Ck x N)^T q (Ck x P) and values (Cv x N) w,
+    # over N and P padded so that no two axes have the same size (see nn/readout.py)
+    dims = {cfg.key_dim, cfg.value_dim}
+    n_in = distinct_size(n, dims)
+    p_in = distinct_size(positions, dims | {n_in})
+    assert p.macs["readout"] == (cfg.key_dim + cfg.value_dim) * n_in * p_in
+    assert p.affinity_bytes == n_in * p_in * 4
     assert p.params["total"] == sum(p.params[k] for k in
                                     ("key_encoder", "value_encoder", "readout", "decoder"))
     assert p.macs["total"] == sum(p.macs[k] for k in

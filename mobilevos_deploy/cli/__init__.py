@@ -37,3 +37,25 @@ def parse_size(text: str) -> tuple[int, int]:
     if h <= 0 or w <= 0 or h % 16 or w % 16:
         raise click.BadParameter(f"height and width must be positive multiples of 16, got {text}")
     return h, w
+
+
+MAX_QUEUE = 64
+
+
+def parse_queues(text: str) -> list[int]:
+    """'2' → [2], '1-20' → [1..20], '1,2,5' → [1, 2, 5]; each in 1..64."""
+    queues: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, dash, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi if dash else lo)
+            if first > last:
+                raise ValueError
+            queues += range(first, last + 1)
+    except ValueError:
+        raise click.BadParameter(f"expected a queue length like 2, 1-20 or 1,2,5, got "
+                                 f"{text!r}") from None
+    bad = [q for q in queues if not 1 <= q <= MAX_QUEUE]
+    if bad:
+        raise click.BadParameter(f"queue lengths must be in 1..{MAX_QUEUE}, got {bad[0]}")
+    return sorted(set(queues))

@@ -3,18 +3,24 @@
 Everything is built in a staging folder beside the target and moved into place only when
 every gate passed, so a failed or interrupted export leaves no partial artifacts and a
 rerun replaces the old folder whole.
+
+The gates (all figures go to the manifest):
+  step_parity        PyTorch vs ONNX Runtime vs TFLite fp32 on one step: prob, every
+                     next-state tensor and the memory read-out (from the probe graph)
+  memory_dependence  zeroing the memory moves the mask by far more than the tolerances
+  rollout_*          closed-loop rollouts, each runtime feeding back its own state
+  gpu_delegate       TensorFlow 2.17's analyzer on every shipped TFLite file
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata as md
 import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +28,28 @@ import numpy as np
 from ..errors import UserError
 from ..student import Student
 from .convert import convert_graphs
+from .gpu_check import GpuReport, check_gpu
 from .graphs import NEXT, GraphSpec, export_onnx, graph_module, graph_specs
+from .manifest import (
+    MANIFEST,
+    SCHEMA,
+    feeds,
+    file_table,
+    io_spec,
+    sha256,
+    tool_versions,
+    verify_written,
+)
 from .parity import GateResult, nchw_clip, rollout, rollout_gate, step_parity
-from .runtimes import check_io, onnx_runner, tflite_runner, tflite_shape, torch_runner
+from .runtimes import check_io, onnx_runner, tflite_runner, torch_runner
 
 ROLLOUT_FRAMES = 31
-TOOLS = ("torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "ai-edge-litert", "numpy")
+PRECISIONS = ("fp32", "fp16")
+SHIPPED = ("init", "step")
 
 
 class GateError(UserError):
-    """An export gate failed; the message holds the table of offending tensors."""
+    """An export gate failed; the message holds the table of offending tensors or ops."""
 
 
 @dataclass(frozen=True)
@@ -39,31 +57,17 @@ class ExportResult:
     folder: Path
     manifest: dict
     gates: list[GateResult]
-    seconds: float
+    gpu: dict[str, GpuReport] | None  # None when the check could not run (and was allowed)
+    warnings: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase, and "total"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def default_folder_name(variant: str, queue: int, height: int, width: int) -> str:
+    return f"{variant}_q{queue}_{height}x{width}"
 
 
-def _tflite_layout(shape: tuple[int, ...], layout: str) -> dict:
-    return {"shape": list(tflite_shape(shape)), "layout": "NHWC" if len(shape) == 4 else layout}
-
-
-def _io_spec(spec: GraphSpec) -> dict:
-    def one(t):
-        return {"name": t.name, "dtype": t.dtype, "onnx": {"shape": list(t.shape),
-                "layout": t.layout}, "tflite": _tflite_layout(t.shape, t.layout)}
-
-    return {"inputs": [one(t) for t in spec.inputs], "outputs": [one(t) for t in spec.outputs]}
-
-
-def _gates(student: Student, queue: int, specs: dict[str, GraphSpec], files: dict[str, Path],
-           height: int, width: int) -> list[GateResult]:
+def _gates(student: Student, queue: int, specs: dict[str, GraphSpec], tfl: dict[str, Path],
+           onnx_files: dict[str, Path], height: int, width: int) -> list[GateResult]:
     frames, masks = nchw_clip(ROLLOUT_FRAMES, height, width, seed=1)
     init_t = torch_runner(graph_module(student, queue, "init"), specs["init"])
     probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
@@ -78,9 +82,9 @@ def _gates(student: Student, queue: int, specs: dict[str, GraphSpec], files: dic
         state = {n: out[NEXT + n] for n in state_names}
     inputs = {"frame": frames[4:5], **state}
     gates = [step_parity(specs["probe"], probe_t, {
-        "onnx": onnx_runner(files["probe.onnx"], specs["probe"]),
-        "tflite32": tflite_runner(files["probe_fp32"], specs["probe"]),
-    }, inputs)]
+        "onnx": onnx_runner(onnx_files["probe"], specs["probe"]),
+        "tflite32": tflite_runner(tfl["probe_fp32"], specs["probe"]),
+    }, inputs, prob_atol=1e-4, state_rtol=1e-4)]
 
     # the prediction must depend on memory, or the gates below could not see a memory bug
     blank = dict(inputs, mem_values=np.zeros_like(inputs["mem_values"]))
@@ -91,84 +95,133 @@ def _gates(student: Student, queue: int, specs: dict[str, GraphSpec], files: dic
     gates.append(dep)
 
     ref = rollout(init_t, step_t, specs["step"], frames, masks[0])
-    runs = {
-        ("onnx", 0.999, 1e-3): (onnx_runner(files["init.onnx"], specs["init"]),
-                                onnx_runner(files["step.onnx"], specs["step"])),
-        ("tflite_fp32", 0.999, 1e-3): (tflite_runner(files["init_fp32.tflite"], specs["init"]),
-                                       tflite_runner(files["step_fp32.tflite"], specs["step"])),
-        ("tflite_fp16", 0.99, None): (tflite_runner(files["init_fp16.tflite"], specs["init"]),
-                                      tflite_runner(files["step_fp16.tflite"], specs["step"])),
+    runs = {  # name: (init runner, step runner, min IoU, max prob error)
+        "onnx": (onnx_runner(onnx_files["init"], specs["init"]),
+                 onnx_runner(onnx_files["step"], specs["step"]), 0.999, 1e-3),
+        "tflite_fp32": (tflite_runner(tfl["init_fp32"], specs["init"]),
+                        tflite_runner(tfl["step_fp32"], specs["step"]), 0.999, 1e-3),
+        "tflite_fp16": (tflite_runner(tfl["init_fp16"], specs["init"]),
+                        tflite_runner(tfl["step_fp16"], specs["step"]), 0.99, None),
     }
-    for (name, min_iou, max_err), (init_r, step_r) in runs.items():
+    for name, (init_r, step_r, min_iou, max_err) in runs.items():
         probs = rollout(init_r, step_r, specs["step"], frames, masks[0])
         gates.append(rollout_gate(f"rollout_{name}", ref, probs, min_iou, max_err))
     return gates
 
 
-def export_model(student: Student, variant: str, queue: int, height: int, width: int,
-                 out_root: Path, trained: bool, checkpoint: Path | None = None) -> ExportResult:
-    start = time.perf_counter()
-    specs = graph_specs(student, queue, height, width)
+def _gpu_gate(files: list[Path], allow_cpu_fallback: bool,
+              warnings: list[str]) -> tuple[dict[str, GpuReport] | None, dict]:
     try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_root))
+        reports = check_gpu(files)
+    except UserError as exc:
+        if not allow_cpu_fallback:
+            raise
+        warnings.append(f"GPU-delegate check not run: {exc}")
+        return None, {"verdict": "not checked", "reason": str(exc)}
+    bad = {name: r for name, r in reports.items() if not r.compatible}
+    verdict = "compatible" if not bad else "incompatible"
+    if bad:
+        rows = "\n".join(f"  gpu_delegate  {name:<18} op #{f.index} {f.op}: {f.message}"
+                         for name, r in bad.items() for f in r.flagged)
+        if not allow_cpu_fallback:
+            raise GateError(f"TFLite ops the GPU delegate does not support (they would run on "
+                            f"the CPU); nothing was written:\n{rows}\nPass "
+                            f"--allow-cpu-fallback to export anyway.")
+        warnings.append(f"WARNING: these ops will fall back to the CPU on the phone:\n{rows}")
+        verdict = "incompatible (exported with --allow-cpu-fallback)"
+    return reports, {"verdict": verdict, "checker": "tf.lite.experimental.Analyzer "
+                     "(TensorFlow 2.17), fp16-weight DEQUANTIZE pattern recognised",
+                     "files": {n: r.to_dict() for n, r in reports.items()}}
+
+
+def export_model(
+    student: Student, variant: str, queue: int, height: int, width: int, folder: Path, *,
+    trained: bool, checkpoint: Path | None = None, precisions: Sequence[str] = PRECISIONS,
+    allow_cpu_fallback: bool = False,
+) -> ExportResult:
+    """Export, gate and write ``folder`` (replaced whole, or left untouched on failure)."""
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    warnings: list[str] = []
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown or not precisions:
+        raise UserError(f"unknown precision {unknown or precisions}; choose from fp32, fp16")
+    specs = graph_specs(student, queue, height, width)
+    folder = Path(folder)
+    _check_replaceable(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{folder.name}-", dir=folder.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the export folder is not
     except OSError as exc:
-        raise UserError(f"cannot write to output folder {out_root}: {exc.strerror}. "
-                        "Choose another --out.") from None
-    final = out_root / f"{variant}_q{queue}_{height}x{width}"
+        raise UserError(f"cannot create the output folder {folder}: {exc.strerror} "
+                        f"({exc.filename}). Choose another --out.") from None
     try:
         work = staging / ".work"
         work.mkdir()
-        graphs = {}
-        for name in ("init", "step", "probe"):
-            onnx_path = (staging if name != "probe" else work) / f"{name}.onnx"
-            export_onnx(graph_module(student, queue, name), specs[name], onnx_path)
-            graphs[name] = (onnx_path, specs[name])
-        files: dict[str, Path] = {f"{n}.onnx": p for n, (p, _) in graphs.items()}
-        for key, path in convert_graphs(graphs, work).items():
-            name = key.split("_")[0]
-            if name == "probe":
-                files[key] = path
-                continue
-            shipped = staging / f"{key}.tflite"
-            shutil.copyfile(path, shipped)
-            check_io(shipped, specs[name])
-            files[shipped.name] = shipped
-        gates = _gates(student, queue, specs, files, height, width)
+        onnx_files = {name: (staging if name in SHIPPED else work) / f"{name}.onnx"
+                      for name in ("init", "step", "probe")}
+        for name, path in onnx_files.items():
+            export_onnx(graph_module(student, queue, name), specs[name], path)
+        seconds["onnx"] = time.perf_counter() - start
+        tfl = convert_graphs({n: (p, specs[n]) for n, p in onnx_files.items()}, work)
+        shipped = []
+        for name in SHIPPED:
+            for precision in precisions:
+                path = staging / f"{name}_{precision}.tflite"
+                shutil.copyfile(tfl[f"{name}_{precision}"], path)
+                check_io(path, specs[name])
+                shipped.append(path)
+        seconds["convert"] = time.perf_counter() - start - sum(seconds.values())
+        gates = _gates(student, queue, specs, tfl, onnx_files, height, width)
         failed = [g for g in gates if not g.passed]
         if failed:
             rows = "\n".join(f"  {g.name:<20} {row}" for g in failed for row in g.offending)
             raise GateError(f"export of {variant} queue {queue} at {height}x{width} failed "
                             f"{len(failed)} gate(s); nothing was written:\n{rows}")
+        seconds["parity_gates"] = time.perf_counter() - start - sum(seconds.values())
+        gpu, gpu_entry = _gpu_gate(shipped, allow_cpu_fallback, warnings)
+        seconds["gpu_check"] = time.perf_counter() - start - sum(seconds.values())
         shutil.rmtree(work)
+        verify_written(staging, specs)
         manifest = {
+            "schema": SCHEMA,
             "variant": variant,
             "queue": queue,
             "size": [height, width],
-            "precisions": ["fp32", "fp16"],
+            "precisions": list(precisions),
             "trained": trained,
             "checkpoint": None if checkpoint is None else
-                {"path": str(checkpoint), "sha256": _sha256(checkpoint)},
+                {"path": str(checkpoint), "sha256": sha256(checkpoint)},
             "config": student.config.to_dict(),
-            "graphs": {n: _io_spec(specs[n]) for n in ("init", "step")},
-            "feeds": {NEXT + n: n for n in specs["step"].input_names[1:]},
-            "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-                      for p in sorted(staging.iterdir()) if p.is_file()},
-            "tools": {t: md.version(t) for t in TOOLS},
+            "graphs": {n: io_spec(specs[n]) for n in SHIPPED},
+            "feeds": feeds(specs["step"]),
+            "files": file_table(staging),
+            "tools": tool_versions(),
             "gates": {g.name: {"passed": g.passed, **g.figures} for g in gates},
-            "gpu_check": {"verdict": "not run", "reason": "GPU-delegate checker not built yet"},
+            "gpu_check": gpu_entry,
         }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_into_place(staging, final)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportResult(final, manifest, gates, time.perf_counter() - start)
+    seconds["total"] = time.perf_counter() - start
+    return ExportResult(folder, manifest, gates, gpu, warnings, seconds)
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Only an earlier export (or an empty folder) may be replaced."""
+    if folder.exists() and not (folder.is_dir() and ((folder / MANIFEST).exists()
+                                                     or not any(folder.iterdir()))):
+        raise UserError(f"{folder} exists and is not an export folder (no {MANIFEST}); "
+                        "refusing to replace it. Choose another --out.")
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:
     old = None
     if final.exists():
+        _check_replaceable(final)
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
         os.replace(final, old)
     os.replace(staging, final)

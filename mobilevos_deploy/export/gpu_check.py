@@ -1,0 +1,151 @@
+"""GPU-delegate compatibility of TFLite files, with TensorFlow 2.17's analyzer.
+
+TensorFlow 2.19's ``Analyzer.analyze(gpu_compatibility=True)`` approves any model (it said
+"looks compatible" for one full of TOPK_V2, WHERE and ARG_MAX); 2.17.1's flags them. So the
+analyzer runs in a separate interpreter with TensorFlow 2.17 (``make gpu-checker`` builds
+``.venv-gpucheck``; ``MVOS_GPU_CHECKER`` may name another python), and its report is parsed
+here, op by op.
+
+One pattern is recognised instead of flagged: an fp16-weight model feeds each convolution
+its weights through ``DEQUANTIZE`` of a constant FLOAT16 tensor, which the offline analyzer
+counts as extra runtime inputs ("Expected 1 or 2 input tensor(s), but node has 3 runtime
+inputs"). The real GPU delegate folds exactly that pattern (FP16GraphPartitionHelper in
+``tensorflow/lite/delegates/utils.h``), so such a warning is exempt when removing the
+dequantized fp16 constants brings the runtime inputs within the op's limit. Any other
+warning, on any op, is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+ENV_VAR = "MVOS_GPU_CHECKER"
+DEFAULT_CHECKER = Path(__file__).resolve().parents[2] / ".venv-gpucheck" / "bin" / "python"
+MARK = "MVOS_GPU_REPORT "
+FIX = ("run `make gpu-checker` (a separate venv with tensorflow-cpu 2.17.1) or set "
+       f"{ENV_VAR}=/path/to/python with TensorFlow 2.17")
+
+# Runs under the checker's python, which has TensorFlow 2.17 and nothing of this package.
+_SCRIPT = f"""
+import contextlib, io, json, sys
+import tensorflow as tf
+reports = {{}}
+for path in sys.argv[1:]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tf.lite.experimental.Analyzer.analyze(model_path=path, gpu_compatibility=True)
+    reports[path] = buf.getvalue()
+print({MARK!r} + json.dumps({{"tensorflow": tf.__version__, "reports": reports}}))
+"""
+
+_OP = re.compile(r"^\s*Op#(\d+) (\w+)\((.*)\) -> \[(.*)\]")
+_TENSOR = re.compile(r"^\s*T#(\d+)\(.*?\) shape:\[.*?\], type:(\w+)( RO)?")
+_WARNING = "GPU COMPATIBILITY WARNING: "
+_SUMMARY = re.compile(r"has GPU delegate compatibility issues at nodes ([\d, ]+)")
+_INPUT_COUNT = re.compile(r"Expected (\d+)(?: or (\d+))? input tensor\(s\), "
+                          r"but node has (\d+) runtime inputs")
+_COMPATIBLE = "looks compatible with GPU delegate"
+
+
+@dataclass(frozen=True)
+class FlaggedOp:
+    index: int
+    op: str
+    message: str
+
+
+@dataclass
+class GpuReport:
+    file: str
+    compatible: bool
+    flagged: list[FlaggedOp] = field(default_factory=list)
+    exempt_fp16_dequantize: int = 0  # ops whose only warning is the fp16-weight pattern
+
+    def to_dict(self) -> dict:
+        return {"compatible": self.compatible, "exempt_fp16_dequantize":
+                self.exempt_fp16_dequantize, "flagged": [
+                    {"op_index": f.index, "op": f.op, "message": f.message}
+                    for f in self.flagged]}
+
+
+def _tensor_ids(text: str) -> list[int]:
+    return [int(t) for t in re.findall(r"T#(\d+)", text)]
+
+
+def parse_report(file: str, text: str) -> GpuReport:
+    """Turn one analyzer report into the ops it flags, minus the fp16 DEQUANTIZE pattern."""
+    ops: dict[int, tuple[str, list[int], list[int]]] = {}
+    warnings: dict[int, list[str]] = {}
+    const_fp16: set[int] = set()
+    summary: list[int] = []
+    last = None
+    for line in text.splitlines():
+        if m := _OP.match(line):
+            last = int(m[1])
+            ops[last] = (m[2], _tensor_ids(m[3]), _tensor_ids(m[4]))
+        elif m := _TENSOR.match(line):
+            if m[2] == "FLOAT16" and m[3]:
+                const_fp16.add(int(m[1]))
+        elif _WARNING in line:
+            message = line.split(_WARNING, 1)[1].strip()
+            if s := _SUMMARY.search(message):
+                summary = [int(n) for n in s[1].replace(" ", "").split(",") if n]
+            elif last is not None:
+                warnings.setdefault(last, []).append(message)
+    if not summary and _COMPATIBLE not in text:
+        raise UserError(f"the GPU checker gave no verdict for {file}; its report ends:\n"
+                        + "\n".join(text.splitlines()[-5:]))
+    dequantized = {outs[0] for name, ins, outs in ops.values()
+                   if name == "DEQUANTIZE" and len(ins) == 1 and ins[0] in const_fp16 and outs}
+    report = GpuReport(file, True)
+    for index in sorted(set(warnings) | set(summary)):
+        name, inputs, _ = ops.get(index, ("?", [], []))
+        messages = warnings.get(index) or ["listed in the analyzer's summary"]
+        if all(_fp16_weight_pattern(m, inputs, dequantized) for m in messages):
+            report.exempt_fp16_dequantize += 1
+            continue
+        report.compatible = False
+        report.flagged += [FlaggedOp(index, name, m) for m in messages]
+    return report
+
+
+def _fp16_weight_pattern(message: str, inputs: list[int], dequantized: set[int]) -> bool:
+    m = _INPUT_COUNT.search(message)
+    if not m:
+        return False
+    allowed, runtime = int(m[2] or m[1]), int(m[3])
+    return runtime - sum(t in dequantized for t in inputs) <= allowed
+
+
+def checker_python() -> Path | None:
+    configured = os.environ.get(ENV_VAR)
+    if configured:
+        return Path(configured)
+    return DEFAULT_CHECKER if DEFAULT_CHECKER.exists() else None
+
+
+def check_gpu(files: list[Path], python: Path | None = None) -> dict[str, GpuReport]:
+    """Analyze each file with TensorFlow 2.17; keyed by file name."""
+    python = python or checker_python()
+    if python is None or not python.exists():
+        raise UserError(f"the GPU-delegate checker is not installed: {FIX}")
+    proc = subprocess.run([str(python), "-c", _SCRIPT, *map(str, files)], capture_output=True,
+                          text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-5:])
+        raise UserError(f"the GPU-delegate checker {python} failed (exit {proc.returncode}):\n"
+                        f"{tail}\nTo fix: {FIX}")
+    result = json.loads(lines[-1][len(MARK) :])
+    if not result["tensorflow"].startswith("2.17."):
+        raise UserError(f"{python} has TensorFlow {result['tensorflow']}; only 2.17's analyzer "
+                        f"is known to flag unsupported ops (2.19's approves any model). {FIX}")
+    return {Path(p).name: parse_report(Path(p).name, text)
+            for p, text in result["reports"].items()}

@@ -1,0 +1,74 @@
+"""What an export folder promises: its I/O spec, files, tools and gate figures.
+
+Also the check that every written artifact is usable: the ONNX checker on each ONNX file,
+and for each TFLite file a fresh interpreter that loads, allocates and invokes once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .graphs import NEXT, GraphSpec
+from .runtimes import tflite_shape
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert",
+         "numpy")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    return {t: md.version(t) for t in TOOLS}
+
+
+def io_spec(spec: GraphSpec) -> dict:
+    """Every tensor with its ONNX (NCHW) and TFLite (4-D as NHWC, state as is) form."""
+
+    def one(t):
+        return {"name": t.name, "dtype": t.dtype,
+                "onnx": {"shape": list(t.shape), "layout": t.layout},
+                "tflite": {"shape": list(tflite_shape(t.shape)),
+                           "layout": "NHWC" if len(t.shape) == 4 else t.layout}}
+
+    return {"inputs": [one(t) for t in spec.inputs], "outputs": [one(t) for t in spec.outputs]}
+
+
+def feeds(step: GraphSpec) -> dict[str, str]:
+    """Which step output feeds which step input on the next frame."""
+    return {NEXT + name: name for name in step.input_names[1:]}
+
+
+def file_table(folder: Path) -> dict[str, dict]:
+    return {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+
+
+def verify_written(folder: Path, specs: dict[str, GraphSpec]) -> None:
+    """Raise if any written ONNX or TFLite file fails to check, load, allocate or invoke."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    for path in sorted(folder.glob("*.onnx")):
+        onnx.checker.check_model(str(path), full_check=True)
+    for path in sorted(folder.glob("*.tflite")):
+        spec = specs[path.stem.split("_")[0]]
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        runner = interpreter.get_signature_runner("serving_default")
+        outs = runner(**{t.name: np.zeros(tflite_shape(t.shape), np.float32)
+                         for t in spec.inputs})
+        missing = set(spec.output_names) - set(outs)
+        if missing:
+            raise RuntimeError(f"{path.name}: invoke returned no {sorted(missing)}")

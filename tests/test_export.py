@@ -1,0 +1,170 @@
+"""mvos-export on CPU TFLite: every variant at 64x96 for queues 1, 2 and 5, both precisions.
+
+Each (variant, queue) is exported once per session (real onnx2tf + TensorFlow conversion,
+real ONNX Runtime and LiteRT), and the tests read what that export wrote.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from mobilevos_deploy.export.api import ExportResult, export_model
+from mobilevos_deploy.export.manifest import sha256
+from mobilevos_deploy.export.parity import nchw_clip
+
+from .conftest import VARIANTS
+
+HEIGHT, WIDTH = 64, 96
+QUEUES = (1, 2, 5)
+CASES = [(v, q) for v in VARIANTS for q in QUEUES]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory, students):
+    """Lazily exported folders, one per (variant, queue), shared by the whole session."""
+    root = tmp_path_factory.mktemp("exports")
+    done: dict[tuple[str, int], ExportResult] = {}
+
+    def get(variant: str, queue: int) -> ExportResult:
+        if (variant, queue) not in done:
+            done[variant, queue] = export_model(
+                students[variant], variant, queue, HEIGHT, WIDTH,
+                root / f"{variant}_q{queue}", trained=False)
+        return done[variant, queue]
+
+    return get
+
+
+@pytest.mark.parametrize(("variant", "queue"), CASES)
+def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue):
+    result = exports(variant, queue)
+    gates = result.manifest["gates"]
+    assert set(gates) == {"step_parity", "memory_dependence", "rollout_onnx",
+                          "rollout_tflite_fp32", "rollout_tflite_fp16"}
+    assert all(g["passed"] for g in gates.values())
+    parity = gates["step_parity"]
+    for runtime in ("onnx", "tflite32"):  # the read-out and every state tensor are checked
+        for name in ("prob", "next_mem_keys", "next_mem_values", "next_mem_valid", "readout"):
+            assert 0.0 <= parity[f"{runtime}.{name}"] <= 1e-4
+    assert gates["memory_dependence"]["max_prob_change"] > 1e-2
+    assert gates["rollout_tflite_fp32"]["min_iou"] >= 0.999
+    assert gates["rollout_tflite_fp32"]["max_prob_err"] <= 1e-3
+    assert gates["rollout_tflite_fp16"]["min_iou"] >= 0.99
+    assert result.manifest["gpu_check"]["verdict"] == "compatible"
+    assert not result.warnings
+
+
+@pytest.mark.parametrize(("variant", "queue"), CASES)
+def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
+    result = exports(variant, queue)
+    on_disk = json.loads((result.folder / "manifest.json").read_text())
+    assert on_disk == result.manifest
+    assert on_disk["trained"] is False and on_disk["queue"] == queue
+    files = sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
+    assert files == sorted(on_disk["files"]) == sorted(
+        ["init.onnx", "step.onnx", "init_fp32.tflite", "init_fp16.tflite",
+         "step_fp32.tflite", "step_fp16.tflite"])
+    for name, entry in on_disk["files"].items():
+        path = result.folder / name
+        assert entry == {"sha256": sha256(path), "bytes": path.stat().st_size}
+    assert not [p for p in result.folder.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("variant", "queue"), CASES)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_step_outputs_feed_back_as_its_inputs(exports, variant, queue, precision):
+    """Same names (via the manifest's feeds), order, shapes, dtypes and layout."""
+    result = exports(variant, queue)
+    interpreter = Interpreter(model_path=str(result.folder / f"step_{precision}.tflite"))
+    sig = interpreter.get_signature_list()["serving_default"]
+    runner = interpreter.get_signature_runner("serving_default")
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    feeds = result.manifest["feeds"]
+    assert list(feeds.values()) == ["mem_keys", "mem_values", "mem_valid"]
+    for out_name, in_name in feeds.items():
+        assert list(outs[out_name]["shape"]) == list(ins[in_name]["shape"])
+        assert outs[out_name]["dtype"] == ins[in_name]["dtype"] == np.float32
+    assert set(sig["inputs"]) == {"frame", *feeds.values()}
+    assert set(sig["outputs"]) == {"prob", *feeds}
+    # the tensors themselves carry the names, for benchmark_model's --input_layer
+    names = {d["name"] for d in interpreter.get_input_details()}
+    assert names == {"frame", *feeds.values()}
+    assert {d["name"] for d in interpreter.get_output_details()} == {"prob", *feeds}
+    # tensor order in the flatbuffer equals the declared order
+    declared = result.manifest["graphs"]["step"]
+    assert [d["name"] for d in interpreter.get_input_details()] == \
+        [t["name"] for t in declared["inputs"]]
+    assert [d["name"] for d in interpreter.get_output_details()] == \
+        [t["name"] for t in declared["outputs"]]
+
+
+@pytest.mark.parametrize(("variant", "queue"), CASES)
+def test_every_tensor_is_static_batch_1_and_at_most_4d(exports, variant, queue):
+    result = exports(variant, queue)
+    for path in result.folder.glob("*.tflite"):
+        interpreter = Interpreter(model_path=str(path))
+        for t in interpreter.get_tensor_details():
+            shape = list(t["shape"])
+            assert len(shape) <= 4, (path.name, t["name"], shape)
+            assert -1 not in list(t["shape_signature"]), (path.name, t["name"])
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+        assert not ops & {"TOPK_V2", "BROADCAST_TO", "GATHER", "GATHER_ND", "WHERE",
+                          "ARG_MAX", "CUSTOM", "FLEX_DELEGATE"}, (path.name, ops)
+        assert not any(op.startswith("Flex") for op in ops)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_state_loop_runs_from_the_manifest_alone(exports, variant):
+    """The app's loop `state = step(frame, state)` using only the manifest, on fp16."""
+    result = exports(variant, 2)
+    m = result.manifest
+    init = Interpreter(model_path=str(result.folder / "init_fp16.tflite"))
+    step = Interpreter(model_path=str(result.folder / "step_fp16.tflite"))
+    init_run = init.get_signature_runner("serving_default")
+    step_run = step.get_signature_runner("serving_default")
+    frames, masks = nchw_clip(6, HEIGHT, WIDTH, seed=3)
+    nhwc = frames.transpose(0, 2, 3, 1)
+    state = init_run(frame=nhwc[:1], mask=masks[:1, :, :, None])
+    for t in range(1, 6):
+        out = step_run(frame=nhwc[t : t + 1], **{k: state[k] for k in m["feeds"].values()})
+        assert out["prob"].shape == (1, HEIGHT, WIDTH, 1) and np.isfinite(out["prob"]).all()
+        state = {m["feeds"][k]: v for k, v in out.items() if k in m["feeds"]}
+    assert state["mem_valid"].min() == 1.0  # both slots filled after 5 steps
+
+
+def test_rerun_replaces_the_folder_whole(students, tmp_path):
+    name, student = "mobilenetv2-noaspp", students["mobilenetv2-noaspp"]
+    folder = tmp_path / "out"
+    first = export_model(student, name, 1, HEIGHT, WIDTH, folder, trained=False,
+                         precisions=["fp32", "fp16"])
+    (folder / "stale.txt").write_text("left from an older export")
+    second = export_model(student, name, 1, HEIGHT, WIDTH, folder, trained=False,
+                          precisions=["fp16"])
+    assert second.folder == first.folder == folder
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["init.onnx", "init_fp16.tflite", "manifest.json", "step.onnx",
+                     "step_fp16.tflite"]
+    assert second.manifest["precisions"] == ["fp16"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_queue_1_step_has_no_value_encoder(students, tmp_path):
+    """At Q = 1 the memory never changes, so the step graph computes no value."""
+    import onnx
+
+    from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
+
+    student = students["mobilenetv2"]
+    convs = {}
+    for queue in (1, 2):
+        spec = graph_specs(student, queue, HEIGHT, WIDTH)["step"]
+        export_onnx(graph_module(student, queue, "step"), spec, tmp_path / f"q{queue}.onnx")
+        model = onnx.load(str(tmp_path / f"q{queue}.onnx"))
+        convs[queue] = sum(n.op_type == "Conv" for n in model.graph.node)
+    n_value = sum(1 for m in student.value_encoder.modules() if m.__class__.__name__ == "Conv2d")
+    assert n_value > 0
+    assert convs[2] - convs[1] == n_value

@@ -1,0 +1,223 @@
+"""The export's gates and refusals: coincident dimensions, the GPU checker and its negative
+control, bad input, and failures that must leave nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import mobilevos_deploy.nn.readout as readout_module
+from mobilevos_deploy.checkpoint import save_checkpoint
+from mobilevos_deploy.cli.export import main as export_cli
+from mobilevos_deploy.config import get_variant
+from mobilevos_deploy.errors import UserError
+from mobilevos_deploy.export import api
+from mobilevos_deploy.export.api import GateError, export_model
+from mobilevos_deploy.export.convert import convert_graphs
+from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu, parse_report
+from mobilevos_deploy.export.graphs import GraphSpec
+from mobilevos_deploy.stages import TensorSpec
+from mobilevos_deploy.student import build_student
+
+NAME = "mobilenetv2-noaspp"
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+# --- gate 3: onnx2tf's silent mis-transposition when two dimensions coincide -----------------
+
+# mobilenetv2-noaspp has Ck = 64; at 64x64 the memory holds Q*h*w = 4*4*4 = 64 positions.
+COINCIDENT = {"queue": 4, "height": 64, "width": 64}
+
+
+def test_coincident_dimensions_are_avoided_by_construction(students, tmp_path):
+    student = students[NAME]
+    assert student.config.key_dim == COINCIDENT["queue"] * 4 * 4
+    result = export_model(student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
+                          COINCIDENT["width"], tmp_path / "ok", trained=False,
+                          precisions=["fp32"])
+    parity = result.manifest["gates"]["step_parity"]
+    assert parity["tflite32.readout"] <= 1e-4 and parity["tflite32.next_mem_values"] <= 1e-4
+
+
+def test_without_the_padding_onnx2tf_breaks_and_the_gate_says_so(students, tmp_path,
+                                                                  monkeypatch):
+    """The same export with the read-out's axis padding switched off: onnx2tf converts
+    without complaint, the TFLite read-out is wrong, and the gate fails loudly."""
+    monkeypatch.setattr(readout_module, "distinct_size", lambda size, taken: size)
+    with pytest.raises(GateError) as err:
+        export_model(students[NAME], NAME, COINCIDENT["queue"], COINCIDENT["height"],
+                     COINCIDENT["width"], tmp_path / "bad", trained=False)
+    message = str(err.value)
+    assert "tflite32 readout" in message and "nothing was written" in message
+    assert leftovers(tmp_path) == []
+
+
+# --- gate 4: the GPU-delegate checker, proven on a negative control --------------------------
+
+class UnsupportedOps(nn.Module):
+    """TOPK_V2 and ARG_MAX: both outside the TFLite GPU delegate."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: 1 x 3 x 16 x 16
+        flat = x.flatten(1)
+        top = torch.topk(flat, 5, dim=1).values
+        arg = torch.argmax(flat, dim=1, keepdim=True).float()
+        return torch.cat([top, arg], dim=1)
+
+
+@pytest.fixture(scope="module")
+def control_tflite(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("control")
+    spec = GraphSpec("control", (TensorSpec("x", (1, 3, 16, 16), "float32", "NCHW"),),
+                     (TensorSpec("y", (1, 6), "float32", "B,6"),))
+    torch.onnx.export(UnsupportedOps(), (torch.rand(1, 3, 16, 16),), str(work / "control.onnx"),
+                      input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+    # an image-only model: onnx2tf would download calibration data if it were not local
+    return convert_graphs({"control": (work / "control.onnx", spec)}, work)["control_fp32"]
+
+
+def test_gpu_checker_flags_the_negative_control(control_tflite):
+    report = check_gpu([control_tflite])[control_tflite.name]
+    assert not report.compatible
+    assert {"TOPK_V2", "ARG_MAX"} <= {f.op for f in report.flagged}
+
+
+def test_export_refuses_gpu_incompatible_files_unless_allowed(control_tflite):
+    warnings: list[str] = []
+    with pytest.raises(GateError, match="TOPK_V2"):
+        api._gpu_gate([control_tflite], False, warnings)
+    reports, entry = api._gpu_gate([control_tflite], True, warnings)
+    assert entry["verdict"].startswith("incompatible") and "ARG_MAX" in warnings[0]
+
+
+def test_missing_checker_names_the_fix(control_tflite, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "/nonexistent/python")
+    with pytest.raises(UserError, match="make gpu-checker"):
+        check_gpu([control_tflite])
+    warnings: list[str] = []
+    reports, entry = api._gpu_gate([control_tflite], True, warnings)
+    assert reports is None and entry["verdict"] == "not checked" and warnings
+
+
+REPORT = """Subgraph#0 main(T#0) -> [T#9]
+  Op#0 DEQUANTIZE(T#1) -> [T#4]
+  Op#1 DEQUANTIZE(T#2) -> [T#5]
+  Op#2 CONV_2D(T#0, T#4, T#5) -> [T#6]
+GPU COMPATIBILITY WARNING: Expected 1 or 2 input tensor(s), but node has 3 runtime inputs.
+  Op#3 CONV_2D(T#6, T#4, T#7) -> [T#8]
+GPU COMPATIBILITY WARNING: Expected 1 or 2 input tensor(s), but node has 4 runtime inputs.
+GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 2, 3 \
+on TFLite runtime version 2.17.1
+
+Tensors of Subgraph#0
+  T#0(x) shape:[1, 8, 8, 3], type:FLOAT32
+  T#1(w) shape:[4, 3, 3, 3], type:FLOAT16 RO 216 bytes, buffer: 2, data:[??]
+  T#2(b) shape:[4], type:FLOAT16 RO 8 bytes, buffer: 3, data:[??]
+  T#7(runtime) shape:[4], type:FLOAT32
+"""
+
+
+def test_fp16_dequantize_pattern_is_exempt_and_nothing_else():
+    """Op 2's extra inputs are DEQUANTIZE'd fp16 constants (the delegate folds them); op 3
+    has a runtime bias tensor besides, so it stays flagged."""
+    report = parse_report("m.tflite", REPORT)
+    assert report.exempt_fp16_dequantize == 1
+    assert [(f.index, f.op) for f in report.flagged] == [(3, "CONV_2D")]
+    assert not report.compatible
+
+
+def test_report_without_a_verdict_is_an_error():
+    with pytest.raises(UserError, match="no verdict"):
+        parse_report("m.tflite", "  Op#0 ADD(T#0, T#1) -> [T#2]\n")
+
+
+# --- failures leave nothing behind -----------------------------------------------------------
+
+def test_failed_conversion_names_the_step_and_leaves_nothing(students, tmp_path, monkeypatch):
+    real = convert_graphs
+
+    def corrupt_then_convert(graphs, work):
+        path, _ = graphs["step"]
+        path.write_bytes(b"not an onnx file")
+        return real(graphs, work)
+
+    monkeypatch.setattr(api, "convert_graphs", corrupt_then_convert)
+    with pytest.raises(UserError, match=r"TFLite conversion failed .* at step onnx2tf"):
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_interrupted_export_leaves_nothing(students, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "convert_graphs", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_export(students, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not an export folder"):
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "mine", trained=False)
+    assert leftovers(tmp_path / "mine") == ["notes.txt"]
+
+
+# --- the CLI's bad input: a clear message, exit code 2, no files -----------------------------
+
+def run_cli(tmp_path: Path, *args: str):
+    return CliRunner().invoke(export_cli, ["--size", "32x48", "--out", str(tmp_path / "o"),
+                                           *args])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--variant", "resnet50"], "unknown variant 'resnet50'"),
+    (["--size", "40x48"], "multiples of 16"),
+    (["--queue", "0"], "queue lengths must be in 1..64"),
+    (["--queue", "65"], "queue lengths must be in 1..64"),
+    (["--queue", "1-"], "expected a queue length"),
+    (["--queue", "5-2"], "expected a queue length"),
+    (["--queue", "two"], "expected a queue length"),
+    (["--precision", "int8"], "expected a list from fp32,fp16"),
+])
+def test_cli_bad_flags(tmp_path, args, message):
+    result = run_cli(tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert leftovers(tmp_path) == []
+
+
+def test_cli_unwritable_output_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(export_cli, ["--size", "32x48", "--out",
+                                             str(tmp_path / "file" / "sub")])
+    assert result.exit_code == 2 and "cannot create the output folder" in result.output
+
+
+def test_cli_checkpoint_variant_mismatch(tmp_path):
+    ckpt = tmp_path / "student.pt"
+    save_checkpoint(ckpt, build_student(get_variant(NAME).config), NAME)
+    result = run_cli(tmp_path, "--ckpt", str(ckpt), "--variant", "resnet18")
+    assert result.exit_code == 2 and "resnet18" in result.output
+    assert leftovers(tmp_path) == ["student.pt"]
+
+
+def test_cli_exports_a_checkpoint_marked_trained(tmp_path):
+    ckpt = tmp_path / "student.pt"
+    save_checkpoint(ckpt, build_student(get_variant(NAME).config, seed=3), NAME)
+    result = run_cli(tmp_path, "--ckpt", str(ckpt), "--queue", "1", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    assert "GPU delegate     compatible" in result.output
+    import json
+
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["trained"] is True and manifest["checkpoint"]["path"] == str(ckpt)
+    assert manifest["precisions"] == ["fp32"]
