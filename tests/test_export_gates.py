@@ -122,6 +122,14 @@ Tensors of Subgraph#0
   T#7(runtime) shape:[4], type:FLOAT32
 """
 
+PADV2 = """  Op#0 DEQUANTIZE(T#1) -> [T#2]
+  Op#1 PADV2(T#0, T#3[0, 0, 1, 1, 1, ...], T#2) -> [T#4]
+GPU COMPATIBILITY WARNING: Expected 1 runtime input tensor(s), but node has 2 runtime input(s).
+GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1 \
+on TFLite runtime version 2.17.1
+  T#1(arith.constant) shape:[], type:FLOAT16 RO 2 bytes, buffer: 2, data:[??]
+"""
+
 
 def test_fp16_dequantize_pattern_is_exempt_and_nothing_else():
     """Op 2's extra inputs are DEQUANTIZE'd fp16 constants (the delegate folds them); op 3
@@ -130,6 +138,13 @@ def test_fp16_dequantize_pattern_is_exempt_and_nothing_else():
     assert report.exempt_fp16_dequantize == 1
     assert [(f.index, f.op) for f in report.flagged] == [(3, "CONV_2D")]
     assert not report.compatible
+
+
+def test_fp16_pad_value_of_padv2_is_the_same_pattern():
+    report = parse_report("m.tflite", PADV2)
+    assert report.compatible and report.exempt_fp16_dequantize == 1
+    # the same op fed by a runtime tensor instead of a dequantized constant is flagged
+    assert not parse_report("m.tflite", PADV2.replace("FLOAT16 RO", "FLOAT32")).compatible
 
 
 def test_report_without_a_verdict_is_an_error():

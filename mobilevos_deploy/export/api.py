@@ -201,7 +201,9 @@ def export_model(
             "gates": {g.name: {"passed": g.passed, **g.figures} for g in gates},
             "gpu_check": gpu_entry,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        text = json.dumps(manifest, indent=2) + "\n"
+        (staging / MANIFEST).write_text(text)
+        manifest = json.loads(text)  # what the file holds (tuples become lists)
         _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

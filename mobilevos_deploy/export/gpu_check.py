@@ -9,10 +9,11 @@ here, op by op.
 One pattern is recognised instead of flagged: an fp16-weight model feeds each convolution
 its weights through ``DEQUANTIZE`` of a constant FLOAT16 tensor, which the offline analyzer
 counts as extra runtime inputs ("Expected 1 or 2 input tensor(s), but node has 3 runtime
-inputs"). The real GPU delegate folds exactly that pattern (FP16GraphPartitionHelper in
-``tensorflow/lite/delegates/utils.h``), so such a warning is exempt when removing the
-dequantized fp16 constants brings the runtime inputs within the op's limit. Any other
-warning, on any op, is a failure.
+inputs"; for the fp16 pad value of PADV2, "Expected 1 runtime input tensor(s), but node
+has 2"). The real GPU delegate folds that pattern (FP16GraphPartitionHelper in
+``tensorflow/lite/delegates/utils.h`` remaps such inputs of every node to the fp16
+constants), so such a warning is exempt when removing the dequantized fp16 constants brings
+the runtime inputs within the op's limit. Any other warning, on any op, is a failure.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ _OP = re.compile(r"^\s*Op#(\d+) (\w+)\((.*)\) -> \[(.*)\]")
 _TENSOR = re.compile(r"^\s*T#(\d+)\(.*?\) shape:\[.*?\], type:(\w+)( RO)?")
 _WARNING = "GPU COMPATIBILITY WARNING: "
 _SUMMARY = re.compile(r"has GPU delegate compatibility issues at nodes ([\d, ]+)")
-_INPUT_COUNT = re.compile(r"Expected (\d+)(?: or (\d+))? input tensor\(s\), "
-                          r"but node has (\d+) runtime inputs")
+_INPUT_COUNT = re.compile(r"Expected (\d+)(?: or (\d+))? (?:runtime )?input tensor\(s\), "
+                          r"but node has (\d+) runtime input")
 _COMPATIBLE = "looks compatible with GPU delegate"
 
 

@@ -74,7 +74,9 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
         in_index.append(hits[0])
     if len(graph.outputs) != len(outputs):
         raise RuntimeError(f"{len(graph.outputs)} outputs, expected {len(outputs)}")
-    for index, name in zip([*in_index, *graph.outputs], [*inputs, *outputs], strict=True):
+    # an output that is an input tensor (the state at Q = 1 passes through) keeps the input's
+    # name; the signature still maps the output name to it
+    for index, name in zip([*graph.outputs, *in_index], [*outputs, *inputs], strict=True):
         graph.tensors[index].name = name.encode()
 
     def tensor_map(name: str, index: int):
