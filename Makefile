@@ -30,7 +30,7 @@ $(STAMP): env/requirements.lock.txt env/constraints.txt setup.cfg pyproject.toml
 
 demo: $(STAMP) $(CHECKER_STAMP)
 	$(BIN)/mvos-info --size 480x864 --queue 2
-	$(BIN)/mvos-track --size 480x864 --queue 2 --frames 12
+	$(BIN)/mvos-export --queue 2 --size 480x864
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilevos_deploy tests

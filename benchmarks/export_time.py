@@ -33,9 +33,10 @@ def main() -> None:
     queues = [int(q) for q in args.queues.split(",")]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), {height}x{width}")
-    print("| variant | queue | ONNX s | convert s | parity gates s | GPU check s | total s "
-          "| fp16 min IoU | GPU delegate |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | queue | ONNX s | PyTorch + ORT gates s (TFLite converting) | "
+          "wait for TFLite s | TFLite gates s | GPU check s | total s | fp16 min IoU | "
+          "GPU delegate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in variants:
             student = build_student(get_variant(name).config)
@@ -43,8 +44,9 @@ def main() -> None:
                 r = export_model(student, name, queue, height, width,
                                  Path(tmp) / f"{name}_{queue}", trained=False)
                 s = r.seconds
-                print(f"| {name} | {queue} | {s['onnx']:.1f} | {s['convert']:.1f} | "
-                      f"{s['parity_gates']:.1f} | {s['gpu_check']:.1f} | {s['total']:.1f} | "
+                print(f"| {name} | {queue} | {s['onnx']:.1f} | {s['torch_onnx_gates']:.1f} | "
+                      f"{s['convert_wait']:.1f} | {s['tflite_gates']:.1f} | "
+                      f"{s['gpu_check']:.1f} | {s['total']:.1f} | "
                       f"{r.manifest['gates']['rollout_tflite_fp16']['min_iou']:.4f} | "
                       f"{r.manifest['gpu_check']['verdict']} |", flush=True)
 

@@ -155,26 +155,37 @@ def test_report_without_a_verdict_is_an_error():
 # --- failures leave nothing behind -----------------------------------------------------------
 
 def test_failed_conversion_names_the_step_and_leaves_nothing(students, tmp_path, monkeypatch):
-    real = convert_graphs
+    real = api.Conversion
 
-    def corrupt_then_convert(graphs, work):
-        path, _ = graphs["step"]
-        path.write_bytes(b"not an onnx file")
-        return real(graphs, work)
+    def corrupt_then_convert(graphs, work):  # the converter gets a broken step.onnx
+        path, spec = graphs["step"]
+        broken = work / "broken" / path.name
+        broken.parent.mkdir()
+        broken.write_bytes(b"not an onnx file")
+        return real(dict(graphs, step=(broken, spec)), work)
 
-    monkeypatch.setattr(api, "convert_graphs", corrupt_then_convert)
+    monkeypatch.setattr(api, "Conversion", corrupt_then_convert)
     with pytest.raises(UserError, match=r"TFLite conversion failed .* at step onnx2tf"):
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False)
     assert leftovers(tmp_path) == []
 
 
-def test_interrupted_export_leaves_nothing(students, tmp_path, monkeypatch):
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
+def test_interrupted_export_stops_the_converter_and_leaves_nothing(students, tmp_path,
+                                                                   monkeypatch):
+    real, started = api.Conversion, []
 
-    monkeypatch.setattr(api, "convert_graphs", interrupt)
+    def record(graphs, work):
+        started.append(real(graphs, work))
+        return started[-1]
+
+    def interrupt(*args):
+        raise KeyboardInterrupt  # Ctrl-C while PyTorch runs and TensorFlow converts
+
+    monkeypatch.setattr(api, "Conversion", record)
+    monkeypatch.setattr(api, "_reference_gates", interrupt)
     with pytest.raises(KeyboardInterrupt):
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False)
+    assert started and started[0]._proc.poll() is not None  # the worker was stopped
     assert leftovers(tmp_path) == []
 
 

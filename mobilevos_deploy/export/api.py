@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..student import Student
-from .convert import convert_graphs
+from .convert import Conversion
 from .gpu_check import GpuReport, check_gpu
 from .graphs import NEXT, GraphSpec, export_onnx, graph_module, graph_specs
 from .manifest import (
@@ -66,8 +66,20 @@ def default_folder_name(variant: str, queue: int, height: int, width: int) -> st
     return f"{variant}_q{queue}_{height}x{width}"
 
 
-def _gates(student: Student, queue: int, specs: dict[str, GraphSpec], tfl: dict[str, Path],
-           onnx_files: dict[str, Path], height: int, width: int) -> list[GateResult]:
+@dataclass
+class _Reference:
+    """What the TFLite gates compare against, computed while TensorFlow converts."""
+
+    frames: np.ndarray
+    masks: np.ndarray
+    inputs: dict[str, np.ndarray]  # one realistic step input
+    expected: dict[str, np.ndarray]  # PyTorch probe outputs on it
+    probs: np.ndarray  # PyTorch closed-loop rollout
+
+
+def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
+                     onnx_files: dict[str, Path], height: int,
+                     width: int) -> tuple[list[GateResult], _Reference]:
     frames, masks = nchw_clip(ROLLOUT_FRAMES, height, width, seed=1)
     init_t = torch_runner(graph_module(student, queue, "init"), specs["init"])
     probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
@@ -81,31 +93,44 @@ def _gates(student: Student, queue: int, specs: dict[str, GraphSpec], tfl: dict[
         out = step_t({"frame": frames[t : t + 1], **state})
         state = {n: out[NEXT + n] for n in state_names}
     inputs = {"frame": frames[4:5], **state}
-    gates = [step_parity(specs["probe"], probe_t, {
-        "onnx": onnx_runner(onnx_files["probe"], specs["probe"]),
-        "tflite32": tflite_runner(tfl["probe_fp32"], specs["probe"]),
-    }, inputs, prob_atol=1e-4, state_rtol=1e-4)]
+    expected = probe_t(inputs)
+    gates = [step_parity(specs["probe"], lambda _: expected, {
+        "onnx": onnx_runner(onnx_files["probe"], specs["probe"])}, inputs,
+        prob_atol=1e-4, state_rtol=1e-4)]
 
     # the prediction must depend on memory, or the gates below could not see a memory bug
     blank = dict(inputs, mem_values=np.zeros_like(inputs["mem_values"]))
-    moved = float(np.max(np.abs(probe_t(blank)["prob"] - probe_t(inputs)["prob"])))
+    moved = float(np.max(np.abs(probe_t(blank)["prob"] - expected["prob"])))
     dep = GateResult("memory_dependence", moved > 1e-2, {"max_prob_change": moved})
     if not dep.passed:
         dep.offending.append(f"zeroing mem_values moved prob by only {moved:.3g} (need > 0.01)")
     gates.append(dep)
 
-    ref = rollout(init_t, step_t, specs["step"], frames, masks[0])
-    runs = {  # name: (init runner, step runner, min IoU, max prob error)
-        "onnx": (onnx_runner(onnx_files["init"], specs["init"]),
-                 onnx_runner(onnx_files["step"], specs["step"]), 0.999, 1e-3),
-        "tflite_fp32": (tflite_runner(tfl["init_fp32"], specs["init"]),
-                        tflite_runner(tfl["step_fp32"], specs["step"]), 0.999, 1e-3),
-        "tflite_fp16": (tflite_runner(tfl["init_fp16"], specs["init"]),
-                        tflite_runner(tfl["step_fp16"], specs["step"]), 0.99, None),
-    }
-    for name, (init_r, step_r, min_iou, max_err) in runs.items():
-        probs = rollout(init_r, step_r, specs["step"], frames, masks[0])
-        gates.append(rollout_gate(f"rollout_{name}", ref, probs, min_iou, max_err))
+    ref = _Reference(frames, masks, inputs, expected,
+                     rollout(init_t, step_t, specs["step"], frames, masks[0]))
+    probs = rollout(onnx_runner(onnx_files["init"], specs["init"]),
+                    onnx_runner(onnx_files["step"], specs["step"]), specs["step"], frames,
+                    masks[0])
+    gates.append(rollout_gate("rollout_onnx", ref.probs, probs, 0.999, 1e-3))
+    return gates, ref
+
+
+def _tflite_gates(ref: _Reference, specs: dict[str, GraphSpec], tfl: dict[str, Path],
+                  parity: GateResult) -> list[GateResult]:
+    """Adds TFLite fp32 to the step-parity gate; rollouts of TFLite fp32 and fp16."""
+    more = step_parity(specs["probe"], lambda _: ref.expected, {
+        "tflite32": tflite_runner(tfl["probe_fp32"], specs["probe"])}, ref.inputs,
+        prob_atol=1e-4, state_rtol=1e-4)
+    parity.passed = parity.passed and more.passed
+    parity.figures.update(more.figures)
+    parity.offending += more.offending
+    gates = []
+    for precision, min_iou, max_err in (("fp32", 0.999, 1e-3), ("fp16", 0.99, None)):
+        probs = rollout(tflite_runner(tfl[f"init_{precision}"], specs["init"]),
+                        tflite_runner(tfl[f"step_{precision}"], specs["step"]), specs["step"],
+                        ref.frames, ref.masks[0])
+        gates.append(rollout_gate(f"rollout_tflite_{precision}", ref.probs, probs, min_iou,
+                                  max_err))
     return gates
 
 
@@ -164,7 +189,14 @@ def export_model(
         for name, path in onnx_files.items():
             export_onnx(graph_module(student, queue, name), specs[name], path)
         seconds["onnx"] = time.perf_counter() - start
-        tfl = convert_graphs({n: (p, specs[n]) for n, p in onnx_files.items()}, work)
+        conversion = Conversion({n: (p, specs[n]) for n, p in onnx_files.items()}, work)
+        try:
+            gates, ref = _reference_gates(student, queue, specs, onnx_files, height, width)
+            seconds["torch_onnx_gates"] = time.perf_counter() - start - sum(seconds.values())
+            tfl = conversion.result()
+        finally:
+            conversion.cancel()
+        seconds["convert_wait"] = time.perf_counter() - start - sum(seconds.values())
         shipped = []
         for name in SHIPPED:
             for precision in precisions:
@@ -172,14 +204,13 @@ def export_model(
                 shutil.copyfile(tfl[f"{name}_{precision}"], path)
                 check_io(path, specs[name])
                 shipped.append(path)
-        seconds["convert"] = time.perf_counter() - start - sum(seconds.values())
-        gates = _gates(student, queue, specs, tfl, onnx_files, height, width)
+        gates += _tflite_gates(ref, specs, tfl, gates[0])
+        seconds["tflite_gates"] = time.perf_counter() - start - sum(seconds.values())
         failed = [g for g in gates if not g.passed]
         if failed:
             rows = "\n".join(f"  {g.name:<20} {row}" for g in failed for row in g.offending)
             raise GateError(f"export of {variant} queue {queue} at {height}x{width} failed "
                             f"{len(failed)} gate(s); nothing was written:\n{rows}")
-        seconds["parity_gates"] = time.perf_counter() - start - sum(seconds.values())
         gpu, gpu_entry = _gpu_gate(shipped, allow_cpu_fallback, warnings)
         seconds["gpu_check"] = time.perf_counter() - start - sum(seconds.values())
         shutil.rmtree(work)

@@ -23,30 +23,56 @@ CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
 TIMEOUT_S = 1800
 
 
+class Conversion:
+    """A running conversion; ``result()`` waits for it. Started early, it overlaps with the
+    PyTorch and ONNX Runtime gates (TensorFlow's converter runs mostly on one core)."""
+
+    def __init__(self, graphs: dict[str, tuple[Path, GraphSpec]], work: Path) -> None:
+        jobs, self.files = [], {}
+        for name, (onnx_path, spec) in graphs.items():
+            out = work / name
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / CALIBRATION, np.random.default_rng(0).random((20, 128, 128, 3),
+                                                                       np.float32))
+            keep = [n for n in spec.input_names if n in STATE_NAMES]  # 3-D state keeps layout
+            jobs.append({"onnx": str(onnx_path.resolve()), "out": str(out.resolve()),
+                         "inputs": spec.input_names, "outputs": spec.output_names,
+                         "keep": keep})
+            for precision in ("fp32", "fp16"):
+                self.files[f"{name}_{precision}"] = out / f"{onnx_path.stem}_{precision}.tflite"
+        (work / "jobs.json").write_text(json.dumps(jobs, indent=1))
+        self._log = open(work / "convert.log", "w+")  # noqa: SIM115 (closed in result())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mobilevos_deploy.export.tf_worker", str(work / "jobs.json")],
+            stdout=self._log, stderr=subprocess.STDOUT, text=True)
+
+    def result(self) -> dict[str, Path]:
+        """{"<name>_fp32": path, "<name>_fp16": path, ...}, or a UserError naming the step."""
+        try:
+            rc = self._proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            raise UserError(f"TFLite conversion did not finish within {TIMEOUT_S} s") from None
+        self._log.seek(0)
+        log = self._log.read()
+        self._log.close()
+        if rc != 0 or not all(p.exists() for p in self.files.values()):
+            failed = [ln for ln in log.splitlines() if ln.startswith(FAILED)]
+            detail = (failed[-1][len(FAILED) + 1 :] if failed
+                      else "\n".join(log.splitlines()[-8:]))
+            if "ConnectionError" in log or "urlopen" in log:
+                detail += "\n(onnx2tf tried to download something; this machine is offline)"
+            raise UserError(f"TFLite conversion failed (exit {rc}) at {detail}")
+        return self.files
+
+    def cancel(self) -> None:
+        """Stop the worker if it still runs (an export failing or interrupted early)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
+
+
 def convert_graphs(graphs: dict[str, tuple[Path, GraphSpec]], work: Path) -> dict[str, Path]:
-    """Convert each ONNX graph; returns {"<name>_fp32": path, "<name>_fp16": path, ...}."""
-    jobs, result = [], {}
-    for name, (onnx_path, spec) in graphs.items():
-        out = work / name
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / CALIBRATION, np.random.default_rng(0).random((20, 128, 128, 3),
-                                                                   np.float32))
-        keep = [n for n in spec.input_names if n in STATE_NAMES]  # 3-D state keeps its layout
-        jobs.append({"onnx": str(onnx_path.resolve()), "out": str(out.resolve()),
-                     "inputs": spec.input_names, "outputs": spec.output_names, "keep": keep})
-        for precision in ("fp32", "fp16"):
-            result[f"{name}_{precision}"] = out / f"{onnx_path.stem}_{precision}.tflite"
-    (work / "jobs.json").write_text(json.dumps(jobs, indent=1))
-    cmd = [sys.executable, "-m", "mobilevos_deploy.export.tf_worker", str(work / "jobs.json")]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"TFLite conversion did not finish within {TIMEOUT_S} s") from None
-    if proc.returncode != 0 or not all(p.exists() for p in result.values()):
-        log = proc.stdout + proc.stderr
-        failed = [ln for ln in log.splitlines() if ln.startswith(FAILED)]
-        detail = failed[-1][len(FAILED) + 1 :] if failed else "\n".join(log.splitlines()[-8:])
-        if "ConnectionError" in log or "urlopen" in log:
-            detail += "\n(onnx2tf tried to download something; this machine is offline)"
-        raise UserError(f"TFLite conversion failed (exit {proc.returncode}) at {detail}")
-    return result
+    """Convert each ONNX graph and wait; see Conversion."""
+    return Conversion(graphs, work).result()
