@@ -6,13 +6,13 @@ and for each TFLite file a fresh interpreter that loads, allocates and invokes o
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from ..files import sha256
 from .graphs import NEXT, GraphSpec
 from .runtimes import tflite_shape
 
@@ -20,14 +20,6 @@ MANIFEST = "manifest.json"
 SCHEMA = 1
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert",
          "numpy")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tool_versions() -> dict[str, str]:
