@@ -100,3 +100,16 @@ def test_device_gone_mid_session(fake_adb, monkeypatch):
     monkeypatch.setenv("MVOS_FAKE_DEVICES", "")
     with pytest.raises(UserError, match="adb shell on R5CT10ABCDE failed"):
         adb.shell("true")
+
+
+def test_s22_profile_matches_the_standin_phone(fake_adb):
+    from mobilevos_deploy.bench.devices import device_info, load_profile, profile_mismatches
+
+    info = device_info(Adb.connect(fake_adb))
+    assert info["model"] == "SM-S901B" and info["android"] == "14"
+    profile = load_profile("s22")
+    assert profile_mismatches(info, profile) == []
+    other = dict(info, model="Pixel 8", soc="Tensor G3", board="zuma")
+    assert len(profile_mismatches(other, profile)) == 2
+    with pytest.raises(UserError, match="known: s22"):
+        load_profile("s99")

@@ -1,0 +1,213 @@
+"""run_bench: exports on demand, then each point on the phone (adb) or on this host.
+
+A point is (variant, queue) at one size and precision. Exports come from the export
+library and are reused when the folder's manifest matches (variant, queue, size, weights);
+otherwise they are made, with every gate, first. Rows already in the results file are
+skipped unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..checkpoint import load_checkpoint
+from ..config import get_variant
+from ..errors import UserError
+from ..export.api import default_folder_name, export_model
+from ..export.manifest import MANIFEST
+from ..files import sha256
+from ..student import build_student
+from .adb import Adb
+from .device import find_binary, run_point
+from .devices import device_info, load_profile, profile_mismatches
+from .host import run_in_child
+from .parse import BenchmarkOutput, parse_benchmark_output
+from .results import BenchRow, ResultStore, now, plot, sample_stats
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    device: str = "host"  # "host" or a profile in android_benchmark/devices
+    variants: tuple[str, ...] = ("mobilenetv2-noaspp",)
+    queues: tuple[int, ...] = (2,)
+    size: tuple[int, int] = (480, 864)
+    precision: str = "fp16"
+    engines: tuple[str, ...] = ("tflite", "onnx", "torch")  # host only
+    runs: int = 50
+    warmup: int = 5
+    threads: int = 2
+    ckpt: Path | None = None
+    exports: Path = Path("export")
+    results: Path = Path("results/bench.csv")
+    plot: Path | None = None
+    force: bool = False
+    serial: str | None = None
+    adb: str | None = None
+    benchmark_binary: str | None = None
+    op_profile: bool = False
+    cooldown_s: float = 10.0
+    timeout_s: float = 600.0
+
+
+@dataclass
+class BenchReport:
+    new: list[BenchRow]
+    skipped: list[tuple]
+    rows: list[BenchRow]  # everything in the results file
+    warnings: list[str] = field(default_factory=list)
+    plot: Path | None = None
+
+
+def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | None,
+                  exports: Path) -> tuple[Path, dict]:
+    """The export folder for this point: reused if its manifest matches, else made."""
+    height, width = size
+    folder = exports / default_folder_name(variant, queue, height, width)
+    want_ckpt = None if ckpt is None else sha256(ckpt)
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():
+        m = json.loads(manifest_path.read_text())
+        have_ckpt = (m.get("checkpoint") or {}).get("sha256")
+        if (m["variant"], m["queue"], m["size"], have_ckpt) == (variant, queue,
+                                                                [height, width], want_ckpt) \
+                and {"fp32", "fp16"} <= set(m["precisions"]):
+            return folder, m
+    if ckpt is not None:
+        student, trained = load_checkpoint(ckpt, variant).student, True
+    else:
+        student, trained = build_student(get_variant(variant).config, seed=0), False
+    result = export_model(student, variant, queue, height, width, folder, trained=trained,
+                          checkpoint=ckpt)
+    return folder, result.manifest
+
+
+def _row(req: BenchRequest, variant: str, queue: int, engine: str, delegate: str,
+         precision: str, info: dict, manifest: dict, folder: Path, **figures) -> BenchRow:
+    base = {k: None for k in ("init_ms", "first_ms", "warmup_ms", "mean_ms", "std_ms",
+                              "min_ms", "max_ms", "p50_ms", "p90_ms", "peak_memory_mb",
+                              "gpu_ops", "cpu_ops", "thermal_status")}
+    base.update(figures)
+    return BenchRow(
+        variant=variant, queue=queue, size=f"{req.size[0]}x{req.size[1]}",
+        precision=precision, engine=engine, delegate=delegate,
+        threads=None if req.device != "host" else req.threads, device=req.device,
+        device_model=info.get("model", ""), soc=info.get("soc", ""),
+        android=info.get("android", ""), runs=req.runs,
+        delegation=base.pop("delegation", "cpu"), tools=json.dumps(manifest["tools"]),
+        manifest_sha256=sha256(folder / MANIFEST), timestamp=now(), **base)
+
+
+def _from_output(out: BenchmarkOutput) -> dict:
+    ms = (lambda v: None if v is None else v / 1000.0)  # noqa: E731
+    run = out.inference
+    return {"init_ms": ms(out.init_us), "first_ms": ms(out.first_us),
+            "warmup_ms": ms(out.warmup_avg_us), "mean_ms": ms(out.inference_avg_us),
+            "std_ms": run.ms("std") if run else None, "min_ms": run.ms("min") if run else None,
+            "max_ms": run.ms("max") if run else None,
+            "p50_ms": run.ms("median") if run else None, "p90_ms": None,
+            "peak_memory_mb": out.peak_memory_mb, "delegation": out.delegation,
+            "gpu_ops": out.gpu_ops, "cpu_ops": out.cpu_ops}
+
+
+def _host_info() -> dict:
+    import platform
+
+    return {"model": platform.node() or "host", "soc": platform.processor() or
+            platform.machine(), "android": ""}
+
+
+def run_local_benchmark_model(binary: Path, model: Path, threads: int, runs: int,
+                              warmup: int, timeout_s: float) -> BenchmarkOutput:
+    """A user-supplied Linux x86-64 benchmark_model, for the host's TFLite column."""
+    cmd = [str(binary), f"--graph={model}", f"--num_threads={threads}",
+           f"--num_runs={runs}", f"--warmup_runs={warmup}",
+           "--report_peak_memory_footprint=true"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UserError(f"cannot run {binary}: {exc}") from None
+    out = parse_benchmark_output(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not out.has_timings:
+        raise UserError(f"{binary} failed (exit {proc.returncode}): "
+                        f"{(proc.stdout + proc.stderr).strip()[-400:]}")
+    return out
+
+
+def run_bench(req: BenchRequest,
+              progress: Callable[[str], None] | None = None) -> BenchReport:
+    store = ResultStore(req.results)
+    report = BenchReport([], [], store.rows)
+    adb = binary = None
+    if req.device == "host":
+        info = _host_info()
+        binary = find_binary(req.benchmark_binary) if req.benchmark_binary else None
+    else:
+        profile = load_profile(req.device)
+        binary = find_binary(req.benchmark_binary)
+        adb = Adb.connect(req.adb, req.serial)
+        info = device_info(adb)
+        report.warnings += [f"WARNING: this phone is not a {req.device}: {p}"
+                            for p in profile_mismatches(info, profile)]
+    points = [(v, q) for v in req.variants for q in req.queues]
+    for index, (variant, queue) in enumerate(points):
+        label = f"{variant} q{queue}"
+        if progress:
+            progress(f"[{index + 1}/{len(points)}] {label}")
+        engines = ["tflite"] if adb else list(req.engines)
+        keys = {e: _row_key(req, variant, queue, e, info) for e in engines}
+        todo = [e for e in engines if req.force or not store.has(keys[e])]
+        report.skipped += [keys[e] for e in engines if e not in todo]
+        if not todo:
+            continue
+        folder, manifest = ensure_export(variant, queue, req.size, req.ckpt, req.exports)
+        model = folder / f"step_{req.precision}.tflite"
+        for engine in todo:
+            if adb is not None:
+                if report.new:
+                    time.sleep(req.cooldown_s)  # let the phone cool between points
+                run = run_point(adb, binary, model, f"{folder.name}_{model.name}",
+                                fp16=req.precision == "fp16", runs=req.runs,
+                                warmup=req.warmup, op_profile=req.op_profile,
+                                timeout_s=req.timeout_s)
+                figures = _from_output(run.output)
+                figures["thermal_status"] = run.thermal_status
+                row = _row(req, variant, queue, "tflite", "gpu", req.precision, info,
+                           manifest, folder, **figures)
+            elif engine == "tflite" and binary is not None:
+                out = run_local_benchmark_model(binary, model, req.threads, req.runs,
+                                                req.warmup, req.timeout_s)
+                row = _row(req, variant, queue, "tflite", "xnnpack", req.precision, info,
+                           manifest, folder, **_from_output(out))
+            else:
+                m = run_in_child(folder, engine, req.precision, req.threads, req.warmup,
+                                 req.runs, req.timeout_s)
+                row = _row(req, variant, queue, engine,
+                           "xnnpack" if engine == "tflite" else "cpu",
+                           req.precision if engine == "tflite" else "fp32", info, manifest,
+                           folder, init_ms=m["init_ms"], first_ms=m["first_ms"],
+                           warmup_ms=m["warmup_ms"], peak_memory_mb=m["peak_memory_mb"],
+                           delegation="cpu", **sample_stats(m["times_ms"]))
+            if row.delegation == "partial":
+                report.warnings.append(
+                    f"WARNING: {label}: only {row.gpu_ops} ops ran on the GPU, {row.cpu_ops} "
+                    "on the CPU; the point is flagged 'partial' and kept off the GPU curve")
+            store.add(row)
+            report.new.append(row)
+    report.rows = store.rows
+    if req.plot is not None and store.rows:
+        plot(store.rows, req.plot)
+        report.plot = req.plot
+    return report
+
+
+def _row_key(req: BenchRequest, variant: str, queue: int, engine: str, info: dict) -> tuple:
+    delegate = "gpu" if req.device != "host" else ("xnnpack" if engine == "tflite" else "cpu")
+    precision = req.precision if engine == "tflite" else "fp32"
+    threads = req.threads if req.device == "host" else None
+    return (variant, queue, f"{req.size[0]}x{req.size[1]}", precision, engine, delegate,
+            threads, req.device, info.get("model", ""))

@@ -1,0 +1,56 @@
+"""Device profiles (android_benchmark/devices/<name>.json) and what a phone says it is."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from .adb import Adb
+
+PROFILES = Path(__file__).resolve().parents[2] / "android_benchmark" / "devices"
+PROPS = {"model": "ro.product.model", "manufacturer": "ro.product.manufacturer",
+         "soc": "ro.soc.model", "board": "ro.board.platform",
+         "android": "ro.build.version.release"}
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    model_prefixes: tuple[str, ...]
+    socs: dict[str, str]
+    board_platforms: tuple[str, ...]
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES.glob("*.json"))
+
+
+def load_profile(name: str) -> DeviceProfile:
+    path = PROFILES / f"{name}.json"
+    if not path.exists():
+        raise UserError(f"no device profile {name!r}; known: {', '.join(profile_names())} "
+                        f"(add one as {PROFILES}/{name}.json)")
+    data = json.loads(path.read_text())
+    return DeviceProfile(data["name"], data["description"], tuple(data["model_prefixes"]),
+                         dict(data["socs"]), tuple(data["board_platforms"]))
+
+
+def device_info(adb: Adb) -> dict[str, str]:
+    """Model, SoC, board and Android version as the phone reports them."""
+    return {key: adb.getprop(prop) for key, prop in PROPS.items()}
+
+
+def profile_mismatches(info: dict[str, str], profile: DeviceProfile) -> list[str]:
+    """Human-readable reasons why this phone is not the profile's (empty if it is)."""
+    problems = []
+    if not info.get("model", "").startswith(profile.model_prefixes):
+        problems.append(f"model {info.get('model')!r} is not a {profile.description} "
+                        f"({'/'.join(p + '*' for p in profile.model_prefixes)})")
+    soc, board = info.get("soc", ""), info.get("board", "")
+    if soc not in profile.socs and board not in profile.board_platforms:
+        problems.append(f"SoC {soc or '?'} / board {board or '?'} is none of "
+                        f"{', '.join(profile.socs.values())}")
+    return problems

@@ -1,0 +1,150 @@
+"""Benchmark rows: one schema for phone and host, appended to CSV + JSON, tabled, plotted."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..files import atomic_path
+
+FPS30_MS = 1000.0 / 30.0
+
+
+@dataclass
+class BenchRow:
+    variant: str
+    queue: int
+    size: str  # "480x864"
+    precision: str  # fp32 | fp16 (on a phone: GPU precision loss not allowed / allowed)
+    engine: str  # tflite | onnx | torch
+    delegate: str  # gpu (phone) | xnnpack | cpu
+    threads: int | None
+    device: str  # "host" or the profile name
+    device_model: str
+    soc: str
+    android: str
+    init_ms: float | None
+    first_ms: float | None
+    warmup_ms: float | None
+    mean_ms: float | None
+    std_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    peak_memory_mb: float | None
+    delegation: str  # full | partial | cpu | unknown
+    gpu_ops: int | None
+    cpu_ops: int | None
+    thermal_status: int | None
+    runs: int
+    tools: str  # JSON of tool versions
+    manifest_sha256: str
+    timestamp: str
+
+    def key(self) -> tuple:
+        return (self.variant, self.queue, self.size, self.precision, self.engine,
+                self.delegate, self.threads, self.device, self.device_model)
+
+
+FIELDS = [f.name for f in fields(BenchRow)]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sample_stats(times_ms: list[float]) -> dict[str, float]:
+    """mean / std / min / max / p50 / p90 of per-run times (p90 by nearest rank)."""
+    ordered = sorted(times_ms)
+    p90 = ordered[max(math.ceil(0.9 * len(ordered)) - 1, 0)]
+    return {"mean_ms": statistics.fmean(ordered),
+            "std_ms": statistics.pstdev(ordered) if len(ordered) > 1 else 0.0,
+            "min_ms": ordered[0], "max_ms": ordered[-1],
+            "p50_ms": statistics.median(ordered), "p90_ms": p90}
+
+
+class ResultStore:
+    """``results.csv`` and ``results.json`` side by side; rows keyed by what was measured."""
+
+    def __init__(self, csv_path: Path) -> None:
+        self.csv_path = Path(csv_path)
+        self.json_path = self.csv_path.with_suffix(".json")
+        self.rows: list[BenchRow] = []
+        if self.json_path.exists():
+            self.rows = [BenchRow(**r) for r in json.loads(self.json_path.read_text())]
+
+    def has(self, row_key: tuple) -> bool:
+        return any(r.key() == row_key for r in self.rows)
+
+    def add(self, row: BenchRow) -> None:
+        """Replace a row with the same key, else append; both files rewritten atomically."""
+        self.rows = [r for r in self.rows if r.key() != row.key()] + [row]
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in self.rows)
+        with atomic_path(self.csv_path) as tmp:
+            tmp.write_text(buf.getvalue())
+        with atomic_path(self.json_path) as tmp:
+            tmp.write_text(json.dumps([asdict(r) for r in self.rows], indent=1) + "\n")
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    def f(v: float | None, spec: str = ".1f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    head = (f"{'variant':<19} {'q':>3} {'size':>8} {'prec':>4} {'engine':<14} {'mean ms':>8} "
+            f"{'p50':>8} {'min':>8} {'std':>6} {'peak MB':>8}  delegation")
+    lines = [head, "-" * len(head)]
+    for r in sorted(rows, key=lambda r: (r.device, r.variant, r.engine, r.precision, r.queue)):
+        deleg = r.delegation + (f" ({r.gpu_ops} GPU / {r.cpu_ops} CPU ops)"
+                                if r.delegation == "partial" and r.gpu_ops is not None else "")
+        lines.append(f"{r.variant:<19} {r.queue:>3} {r.size:>8} {r.precision:>4} "
+                     f"{r.engine + '/' + r.delegate:<14} {f(r.mean_ms):>8} {f(r.p50_ms):>8} "
+                     f"{f(r.min_ms):>8} {f(r.std_ms):>6} {f(r.peak_memory_mb):>8}  {deleg}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[BenchRow], path: Path) -> None:
+    """Latency vs queue length per variant and engine, with the 30 FPS line (paper Fig. 4).
+    Points not fully delegated to the GPU are drawn apart (red x), never joined to a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[tuple, list[BenchRow]] = {}
+    for r in rows:
+        if r.mean_ms is not None:
+            series.setdefault((r.device, r.variant, r.engine, r.delegate, r.precision),
+                              []).append(r)
+    for (device, variant, engine, delegate, precision), items in sorted(series.items()):
+        clean = sorted((r for r in items if r.delegation != "partial"), key=lambda r: r.queue)
+        bad = [r for r in items if r.delegation == "partial"]
+        if clean:
+            ax.plot([r.queue for r in clean], [r.mean_ms for r in clean], marker="o", ms=3,
+                    label=f"{variant} {engine}/{delegate} {precision} ({device})")
+        if bad:
+            ax.scatter([r.queue for r in bad], [r.mean_ms for r in bad], marker="x", c="red",
+                       label=f"{variant}: partial GPU delegation")
+    ax.axhline(FPS30_MS, color="gray", ls="--", lw=1, label="30 FPS (33.3 ms)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("queue length n (first frame + n-1 recent)")
+    ax.set_ylabel("step latency, mean (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
