@@ -60,6 +60,7 @@ def test_phone_point_end_to_end(phone, exports, tmp_path):
     assert row["engine"] == "tflite" and row["delegate"] == "gpu"
     assert row["delegation"] == "full" and row["mean_ms"] > 0 and row["min_ms"] <= row["mean_ms"]
     assert row["peak_memory_mb"] == 42.5  # what the stand-in prints
+    assert "--use_gpu=true" in Path(row["log_file"]).read_text()
     pushed = phone["root"] / "data/local/tmp/mobilevos"
     assert (pushed / "benchmark_model").exists()
     assert (pushed / f"mobilenetv2-noaspp_q1_{SIZE}_step_fp16.tflite").exists()

@@ -139,7 +139,8 @@ def run_local_benchmark_model(binary: Path, model: Path, threads: int, runs: int
 
 
 def run_bench(req: BenchRequest,
-              progress: Callable[[str], None] | None = None) -> BenchReport:
+              progress: Callable[[int, int, str], None] | None = None) -> BenchReport:
+    """Measure every point; ``progress(done, total, label)`` is called before each."""
     store = ResultStore(req.results)
     report = BenchReport([], [], store.rows)
     adb = binary = None
@@ -157,7 +158,7 @@ def run_bench(req: BenchRequest,
     for index, (variant, queue) in enumerate(points):
         label = f"{variant} q{queue}"
         if progress:
-            progress(f"[{index + 1}/{len(points)}] {label}")
+            progress(index, len(points), label)
         engines = ["tflite"] if adb else list(req.engines)
         keys = {e: _row_key(req, variant, queue, e, info) for e in engines}
         todo = [e for e in engines if req.force or not store.has(keys[e])]
@@ -178,6 +179,11 @@ def run_bench(req: BenchRequest,
                 figures["thermal_status"] = run.thermal_status
                 row = _row(req, variant, queue, "tflite", "gpu", req.precision, info,
                            manifest, folder, **figures)
+                log = req.results.parent / f"{req.results.stem}_logs" / (
+                    f"{folder.name}_{req.precision}_{req.device}_{adb.serial}.txt")
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(f"$ {run.command}\n{run.log}\n")
+                row.log_file = str(log)
             elif engine == "tflite" and binary is not None:
                 out = run_local_benchmark_model(binary, model, req.threads, req.runs,
                                                 req.warmup, req.timeout_s)
@@ -198,6 +204,8 @@ def run_bench(req: BenchRequest,
                     "on the CPU; the point is flagged 'partial' and kept off the GPU curve")
             store.add(row)
             report.new.append(row)
+    if progress:
+        progress(len(points), len(points), "done")
     report.rows = store.rows
     if req.plot is not None and store.rows:
         plot(store.rows, req.plot)

@@ -47,6 +47,7 @@ class BenchRow:
     tools: str  # JSON of tool versions
     manifest_sha256: str
     timestamp: str
+    log_file: str = ""  # the raw benchmark_model output of a phone point (op profile too)
 
     def key(self) -> tuple:
         return (self.variant, self.queue, self.size, self.precision, self.engine,

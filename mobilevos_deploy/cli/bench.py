@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -73,7 +74,11 @@ def main(device: str, serial: str | None, variants: str, queues: str, size: str,
         results=Path(results_file), plot=Path(plot_file) if plot_file else None, force=force,
         serial=serial, adb=adb_path, benchmark_binary=benchmark_binary,
         op_profile=op_profile, cooldown_s=cooldown)
-    report = run_bench(req, progress=lambda text: click.echo(text, err=True))
+    with click.progressbar(length=len(names) * len(req.queues), label="benchmark",
+                           file=sys.stderr,
+                           item_show_func=lambda label: label) as bar:
+        report = run_bench(req, progress=lambda done, total, label: (
+            bar.update(done - bar.pos, label)))
     for warning in report.warnings:
         click.secho(warning, err=True, fg="red", bold=True)
     shown = [r for r in report.rows if r.device == device and r.variant in names
