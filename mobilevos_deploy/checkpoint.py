@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import StudentConfig, get_variant
+from .config import DEFAULT_VARIANT, StudentConfig, get_variant
 from .errors import CheckpointError, UserError
 from .files import atomic_path
 from .student import Student, build_student
@@ -155,3 +155,20 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> LoadedCheck
     _check_keys(state, model, name, path)
     model.load_state_dict(state, strict=True)
     return LoadedCheckpoint(name, cfg, model.eval(), path)
+
+
+@dataclass(frozen=True)
+class ChosenStudent:
+    student: Student
+    variant: str
+    trained: bool  # False: the seeded random-initialised student
+
+
+def student_for(ckpt: str | Path | None, variant: str | None,
+                default: str = DEFAULT_VARIANT) -> ChosenStudent:
+    """The checkpoint's student, or the seeded untrained one of ``variant`` (or the default)."""
+    if ckpt:
+        loaded = load_checkpoint(ckpt, variant)
+        return ChosenStudent(loaded.student, loaded.variant, True)
+    name = variant or default
+    return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)

@@ -15,13 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
-from ..config import get_variant
+from ..checkpoint import student_for
 from ..errors import UserError
 from ..export.api import default_folder_name, export_model
 from ..export.manifest import MANIFEST
 from ..files import sha256
-from ..student import build_student
 from .adb import Adb
 from .device import find_binary, run_point
 from .devices import device_info, load_profile, profile_mismatches
@@ -77,12 +75,9 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
                                                                 [height, width], want_ckpt) \
                 and {"fp32", "fp16"} <= set(m["precisions"]):
             return folder, m
-    if ckpt is not None:
-        student, trained = load_checkpoint(ckpt, variant).student, True
-    else:
-        student, trained = build_student(get_variant(variant).config, seed=0), False
-    result = export_model(student, variant, queue, height, width, folder, trained=trained,
-                          checkpoint=ckpt)
+    chosen = student_for(ckpt, variant)
+    result = export_model(chosen.student, variant, queue, height, width, folder,
+                          trained=chosen.trained, checkpoint=ckpt)
     return folder, result.manifest
 
 

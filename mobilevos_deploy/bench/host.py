@@ -67,15 +67,12 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
         def load():
             import torch
 
-            from ..checkpoint import load_checkpoint
-            from ..config import get_variant
+            from ..checkpoint import student_for
             from ..stages import StepStage
-            from ..student import build_student
 
             torch.set_num_threads(threads)
-            ckpt = manifest.get("checkpoint")
-            student = (load_checkpoint(ckpt["path"]).student if ckpt else
-                       build_student(get_variant(manifest["variant"]).config, seed=0))
+            ckpt = (manifest.get("checkpoint") or {}).get("path")
+            student = student_for(ckpt, manifest["variant"]).student
             step = StepStage(student, manifest["queue"]).eval()
             feeds = [torch.from_numpy(v) for v in _inputs(manifest, "onnx").values()]
 

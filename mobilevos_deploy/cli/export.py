@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import load_checkpoint
-from ..config import DEFAULT_VARIANT, get_variant, variant_names
+from ..checkpoint import student_for
+from ..config import DEFAULT_VARIANT, variant_names
 from ..export.api import PRECISIONS, default_folder_name, export_model
-from ..student import build_student
 from . import parse_queues, parse_size, user_errors
 
 
@@ -42,12 +41,8 @@ def main(ckpt: str | None, variant: str | None, queues: str, size: str, precisio
          out: str | None, allow_cpu_fallback: bool) -> None:
     queue_list, (height, width) = parse_queues(queues), parse_size(size)
     precision_list = _precisions(precisions)
-    if ckpt:
-        loaded = load_checkpoint(ckpt, variant)
-        student, name, trained = loaded.student, loaded.variant, True
-    else:
-        name = variant or DEFAULT_VARIANT
-        student, trained = build_student(get_variant(name).config, seed=0), False
+    chosen = student_for(ckpt, variant)
+    student, name, trained = chosen.student, chosen.variant, chosen.trained
     for queue in queue_list:
         folder_name = default_folder_name(name, queue, height, width)
         if out is None:

@@ -7,9 +7,8 @@ import statistics
 import click
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..config import DEFAULT_VARIANT, get_variant, variant_names
-from ..student import build_student
+from ..checkpoint import student_for
+from ..config import DEFAULT_VARIANT, variant_names
 from ..synthetic import moving_object_clip
 from ..tracker import track_timed
 from . import parse_size, user_errors
@@ -31,12 +30,8 @@ def main(variant: str | None, ckpt: str | None, queue: int, size: str, num_frame
     if threads:
         torch.set_num_threads(threads)
     height, width = parse_size(size)
-    if ckpt:
-        loaded = load_checkpoint(ckpt, variant)
-        student, name, trained = loaded.student, loaded.variant, True
-    else:
-        name = variant or DEFAULT_VARIANT
-        student, trained = build_student(get_variant(name).config, seed=0), False
+    chosen = student_for(ckpt, variant)
+    student, name, trained = chosen.student, chosen.variant, chosen.trained
     clip = moving_object_clip(num_frames, height, width, seed=seed)
     result = track_timed(student, clip.frames, clip.masks[0], queue)
     hard = result.probs[1:] > 0.5
