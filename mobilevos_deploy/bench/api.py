@@ -81,8 +81,25 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
     return folder, result.manifest
 
 
-def _row(req: BenchRequest, variant: str, queue: int, engine: str, delegate: str,
-         precision: str, info: dict, manifest: dict, folder: Path, **figures) -> BenchRow:
+def _labels(req: BenchRequest, engine: str) -> tuple[str, str, int | None]:
+    """(delegate, precision, threads) of an engine's rows: the phone runs TFLite on the GPU;
+    on the host TFLite uses XNNPACK on the requested file, ORT and PyTorch run fp32."""
+    if req.device != "host":
+        return "gpu", req.precision, None
+    if engine == "tflite":
+        return "xnnpack", req.precision, req.threads
+    return "cpu", "fp32", req.threads
+
+
+def _row_key(req: BenchRequest, variant: str, queue: int, engine: str, info: dict) -> tuple:
+    delegate, precision, threads = _labels(req, engine)
+    return (variant, queue, f"{req.size[0]}x{req.size[1]}", precision, engine, delegate,
+            threads, req.device, info.get("model", ""))
+
+
+def _row(req: BenchRequest, variant: str, queue: int, engine: str, info: dict,
+         manifest: dict, folder: Path, **figures) -> BenchRow:
+    delegate, precision, threads = _labels(req, engine)
     base = {k: None for k in ("init_ms", "first_ms", "warmup_ms", "mean_ms", "std_ms",
                               "min_ms", "max_ms", "p50_ms", "p90_ms", "peak_memory_mb",
                               "gpu_ops", "cpu_ops", "thermal_status")}
@@ -90,7 +107,7 @@ def _row(req: BenchRequest, variant: str, queue: int, engine: str, delegate: str
     return BenchRow(
         variant=variant, queue=queue, size=f"{req.size[0]}x{req.size[1]}",
         precision=precision, engine=engine, delegate=delegate,
-        threads=None if req.device != "host" else req.threads, device=req.device,
+        threads=threads, device=req.device,
         device_model=info.get("model", ""), soc=info.get("soc", ""),
         android=info.get("android", ""), runs=req.runs,
         delegation=base.pop("delegation", "cpu"), tools=json.dumps(manifest["tools"]),
@@ -172,8 +189,7 @@ def run_bench(req: BenchRequest,
                                 timeout_s=req.timeout_s)
                 figures = _from_output(run.output)
                 figures["thermal_status"] = run.thermal_status
-                row = _row(req, variant, queue, "tflite", "gpu", req.precision, info,
-                           manifest, folder, **figures)
+                row = _row(req, variant, queue, engine, info, manifest, folder, **figures)
                 log = req.results.parent / f"{req.results.stem}_logs" / (
                     f"{folder.name}_{req.precision}_{req.device}_{adb.serial}.txt")
                 log.parent.mkdir(parents=True, exist_ok=True)
@@ -182,15 +198,13 @@ def run_bench(req: BenchRequest,
             elif engine == "tflite" and binary is not None:
                 out = run_local_benchmark_model(binary, model, req.threads, req.runs,
                                                 req.warmup, req.timeout_s)
-                row = _row(req, variant, queue, "tflite", "xnnpack", req.precision, info,
-                           manifest, folder, **_from_output(out))
+                row = _row(req, variant, queue, engine, info, manifest, folder,
+                           **_from_output(out))
             else:
                 m = run_in_child(folder, engine, req.precision, req.threads, req.warmup,
                                  req.runs, req.timeout_s)
-                row = _row(req, variant, queue, engine,
-                           "xnnpack" if engine == "tflite" else "cpu",
-                           req.precision if engine == "tflite" else "fp32", info, manifest,
-                           folder, init_ms=m["init_ms"], first_ms=m["first_ms"],
+                row = _row(req, variant, queue, engine, info, manifest, folder,
+                           init_ms=m["init_ms"], first_ms=m["first_ms"],
                            warmup_ms=m["warmup_ms"], peak_memory_mb=m["peak_memory_mb"],
                            delegation="cpu", **sample_stats(m["times_ms"]))
             if row.delegation == "partial":
@@ -207,10 +221,3 @@ def run_bench(req: BenchRequest,
         report.plot = req.plot
     return report
 
-
-def _row_key(req: BenchRequest, variant: str, queue: int, engine: str, info: dict) -> tuple:
-    delegate = "gpu" if req.device != "host" else ("xnnpack" if engine == "tflite" else "cpu")
-    precision = req.precision if engine == "tflite" else "fp32"
-    threads = req.threads if req.device == "host" else None
-    return (variant, queue, f"{req.size[0]}x{req.size[1]}", precision, engine, delegate,
-            threads, req.device, info.get("model", ""))

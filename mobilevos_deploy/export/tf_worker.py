@@ -68,10 +68,9 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
     by_name = {graph.tensors[i].name.decode(): i for i in graph.inputs}
     in_index = []
     for name in inputs:
-        hits = [i for n, i in by_name.items() if n == name or n.endswith(f"_{name}:0")]
-        if len(hits) != 1:
+        if name not in by_name:
             raise RuntimeError(f"input {name!r} not found among {sorted(by_name)}")
-        in_index.append(hits[0])
+        in_index.append(by_name[name])
     if len(graph.outputs) != len(outputs):
         raise RuntimeError(f"{len(graph.outputs)} outputs, expected {len(outputs)}")
     # an output that is an input tensor (the state at Q = 1 passes through) keeps the input's
