@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed
 CHECKER := .venv-gpucheck
 CHECKER_STAMP := $(CHECKER)/.installed
 
+# the demo's generated clip (mvos-synth, DAVIS layout) and the model it runs
+DEMO_MODEL := export/mobilenetv2-noaspp_q2_480x864
+DEMO_CLIP := results/synth/JPEGImages/480p/synth
+DEMO_MASK := results/synth/Annotations/480p/synth/00000.png
+
 .PHONY: demo test lint venv gpu-checker clean
 
 venv: $(STAMP) $(CHECKER_STAMP)
@@ -33,6 +38,14 @@ demo: $(STAMP) $(CHECKER_STAMP)
 	$(BIN)/mvos-export --queue 2 --size 480x864
 	$(BIN)/mvos-bench --queue 1-2 --size 480x864 --runs 10 --warmup 2 \
 		--results results/host.csv --plot results/host.png
+	$(BIN)/mvos-synth --out results/synth --frames 24 --size 480x854
+	$(BIN)/mvos-run --model $(DEMO_MODEL) --backend torch --frames $(DEMO_CLIP) \
+		--mask $(DEMO_MASK) --out results/run/torch/synth
+	$(BIN)/mvos-run --model $(DEMO_MODEL) --backend tflite --precision fp16 \
+		--frames $(DEMO_CLIP) --mask $(DEMO_MASK) --out results/run/tflite_fp16/synth \
+		--overlay results/run/overlay.png
+	$(BIN)/mvos-eval --results results/run/tflite_fp16 --reference results/run/torch
+	$(BIN)/mvos-eval --results results/run/torch --annotations results/synth/Annotations/480p
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilevos_deploy tests

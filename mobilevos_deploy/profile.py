@@ -29,7 +29,7 @@ class Profile:
     params: dict[str, int]  # "total", each part, and "aspp" (inside the decoder)
     macs: dict[str, int]  # per step: "total" and each part
     state: list[TensorSpec]
-    affinity_bytes: int  # fp32 N x P affinity of one step (N ~ Q*h*w, P ~ h*w)
+    affinity_bytes: int  # fp32 P x N affinity of one step (N ~ Q*h*w, P ~ h*w)
 
     @property
     def state_bytes(self) -> int:
@@ -59,8 +59,9 @@ def profile_variant(name: str, height: int, width: int, queue: int) -> Profile:
         macs[part] = sum(counts.get(f"StepStage.student.{part}", {}).values()) // 2
 
     hw = (height // STRIDE) * (width // STRIDE)
-    n = distinct_size(queue * hw, {cfg.key_dim, cfg.value_dim})  # as padded by the read-out
-    p = distinct_size(hw, {cfg.key_dim, cfg.value_dim, n})
+    taken = {cfg.key_dim, cfg.key_dim + 1, cfg.value_dim}  # as padded by the read-out
+    n = distinct_size(queue * hw, taken)
+    p = distinct_size(hw, taken | {n})
     return Profile(name, height, width, queue, params, macs,
                    state_spec(cfg, queue, height, width), n * p * 4)
 

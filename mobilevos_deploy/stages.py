@@ -89,8 +89,13 @@ class StepStage(nn.Module):
         values: torch.Tensor,  # B x Cv x N
         valid: torch.Tensor,  # B x 1 x N
     ) -> tuple[torch.Tensor, ...]:
+        return self.segment(self.student.key_encoder(frame), keys, values, valid)
+
+    def segment(self, enc, keys: torch.Tensor, values: torch.Tensor,
+                valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The step after the frame's encoding ``enc`` (the key encoder's output), so that
+        several objects' states can share one encoding of the frame."""
         s = self.student
-        enc = s.key_encoder(frame)
         readout = s.readout(keys, values, valid, enc.key)
         prob = torch.sigmoid(s.decoder(readout, enc.query, enc.f8, enc.f4))  # B x 1 x H x W
         state = MemoryState(keys, values, valid)

@@ -7,6 +7,7 @@ grows and shrinks; a second, differently textured ellipse passes over it as an o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,11 @@ import torch.nn.functional as F
 class Clip:
     frames: torch.Tensor  # T x 3 x H x W, RGB in [0, 1]
     masks: torch.Tensor  # T x H x W, 1.0 on the object (occluder removed)
+    occluder: torch.Tensor  # T x H x W, 1.0 on the occluder
+
+    def ids(self) -> torch.Tensor:
+        """T x H x W uint8 DAVIS ids: 1 the object (where visible), 2 the occluder."""
+        return (self.masks > 0.5).to(torch.uint8) + 2 * (self.occluder > 0.5).to(torch.uint8)
 
 
 def _texture(gen: torch.Generator, height: int, width: int, cells: int) -> torch.Tensor:
@@ -31,8 +37,11 @@ def _ellipse(height: int, width: int, cy: float, cx: float, ry: float, rx: float
 
 
 def moving_object_clip(
-    num_frames: int, height: int, width: int, seed: int = 0, occluder: bool = True
+    num_frames: int, height: int, width: int, seed: int = 0, occluder: bool = True,
+    occluder_from: float = 1.1,
 ) -> Clip:
+    """``occluder_from``: where the occluder's centre starts, as a fraction of the width
+    (1.1: outside the first frame; below ~1.05 it is in view from frame 0)."""
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     background = _texture(gen, height, width, 6) * 0.6
@@ -40,13 +49,13 @@ def moving_object_clip(
     occ_tex = _texture(gen, height, width, 12)
     start = rng.uniform([0.3, 0.25], [0.5, 0.4]) * (height, width)
     velocity = rng.uniform(0.15, 0.35, size=2) * (height, width) / max(num_frames, 1)
-    frames, masks = [], []
+    frames, masks, occluders = [], [], []
     for t in range(num_frames):
         cy, cx = start + velocity * t
         scale = 1.0 + 0.2 * np.sin(t / 4.0)
         obj = _ellipse(height, width, cy, cx, 0.2 * height * scale, 0.15 * width * scale)
         if occluder:
-            ox = width * (1.1 - 1.2 * t / max(num_frames - 1, 1))
+            ox = width * (occluder_from - 1.2 * t / max(num_frames - 1, 1))
             occ = _ellipse(height, width, 0.55 * height, ox, 0.12 * height, 0.08 * width)
         else:
             occ = torch.zeros(height, width)
@@ -55,4 +64,24 @@ def moving_object_clip(
         frame = frame * (1 - occ) + occ_tex * occ
         frames.append(frame.clamp(0.0, 1.0))
         masks.append(visible)
-    return Clip(torch.stack(frames), torch.stack(masks))
+        occluders.append(occ)
+    return Clip(torch.stack(frames), torch.stack(masks), torch.stack(occluders))
+
+
+def write_davis_clip(clip: Clip, root: Path, name: str) -> tuple[Path, Path]:
+    """Writes ``root/JPEGImages/480p/<name>/00000.jpg...`` and the matching
+    ``root/Annotations/480p/<name>/00000.png...`` (indexed, DAVIS palette); returns both."""
+    from PIL import Image
+
+    from .media import write_mask
+
+    frames_dir = root / "JPEGImages" / "480p" / name
+    masks_dir = root / "Annotations" / "480p" / name
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    ids = clip.ids().numpy()
+    pixels = (clip.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    for t in range(len(pixels)):
+        Image.fromarray(pixels[t]).save(frames_dir / f"{t:05d}.jpg", quality=95)
+        write_mask(masks_dir / f"{t:05d}.png", ids[t])
+    return frames_dir, masks_dir

@@ -122,3 +122,38 @@ def test_host_engines_side_by_side(exports, tmp_path):
     for r in got.values():
         assert r["device"] == "host" and r["threads"] == 2 and r["runs"] == 3
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["max_ms"] and r["peak_memory_mb"] > 10
+
+
+def test_host_op_profile(exports, tmp_path):
+    result = CliRunner().invoke(bench_cli, [
+        "--queue", "1", "--size", SIZE, "--exports", str(exports), "--engines", "tflite",
+        "--runs", "2", "--warmup", "1", "--op-profile", "--results", str(tmp_path / "h.csv")])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "h.json").read_text())[0]
+    table = Path(row["log_file"]).read_text()
+    assert f"log: {row['log_file']}" in result.output
+    # every op of the graph was cut out and timed: the table's counts add up to the graph's
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = next(exports.glob("*_q1_32x48")) / "step_fp16.tflite"
+    n_ops = len(Interpreter(model_path=str(model))._get_ops_details())
+    counts = [int(line.split("|")[2]) for line in table.splitlines()
+              if line.startswith("| ") and line.split("|")[2].strip().isdigit()]
+    assert sum(counts) == n_ops and f"{n_ops} ops, timed alone" in table
+    assert "| CONV_2D |" in table and "| BATCH_MATMUL |" in table
+
+
+def test_an_export_is_reused_only_for_the_same_point_and_graph_revision():
+    from mobilevos_deploy.bench.api import reusable
+    from mobilevos_deploy.export.graphs import GRAPH_REVISION
+
+    m = {"graph_revision": GRAPH_REVISION, "variant": "resnet18", "queue": 2,
+         "size": [64, 96], "checkpoint": None, "precisions": ["fp32", "fp16"]}
+    assert reusable(m, "resnet18", 2, (64, 96), None)
+    assert not reusable({**m, "graph_revision": GRAPH_REVISION - 1}, "resnet18", 2, (64, 96),
+                        None)
+    assert not reusable({k: v for k, v in m.items() if k != "graph_revision"}, "resnet18", 2,
+                        (64, 96), None)
+    assert not reusable(m, "resnet18", 3, (64, 96), None)
+    assert not reusable(m, "resnet18", 2, (64, 96), "ab" * 32)
+    assert not reusable({**m, "precisions": ["fp16"]}, "resnet18", 2, (64, 96), None)

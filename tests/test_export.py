@@ -12,31 +12,16 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from mobilevos_deploy.export.api import ExportResult, export_model
+from mobilevos_deploy.export.api import export_model
 from mobilevos_deploy.export.manifest import sha256
 from mobilevos_deploy.export.parity import nchw_clip
 
+from .conftest import EXPORT_HEIGHT as HEIGHT
+from .conftest import EXPORT_WIDTH as WIDTH
 from .conftest import VARIANTS
 
-HEIGHT, WIDTH = 64, 96
 QUEUES = (1, 2, 5)
 CASES = [(v, q) for v in VARIANTS for q in QUEUES]
-
-
-@pytest.fixture(scope="session")
-def exports(tmp_path_factory, students):
-    """Lazily exported folders, one per (variant, queue), shared by the whole session."""
-    root = tmp_path_factory.mktemp("exports")
-    done: dict[tuple[str, int], ExportResult] = {}
-
-    def get(variant: str, queue: int) -> ExportResult:
-        if (variant, queue) not in done:
-            done[variant, queue] = export_model(
-                students[variant], variant, queue, HEIGHT, WIDTH,
-                root / f"{variant}_q{queue}", trained=False)
-        return done[variant, queue]
-
-    return get
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)

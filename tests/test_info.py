@@ -28,12 +28,13 @@ def test_counted_sizes_match_the_shapes(students, queue):
     p = profile_variant(name, 64, 96, queue)
     cfg = students[name].config
     n, positions = queue * 4 * 6, 4 * 6
-    # the read-out is two matrix products: keys (Ck x N)^T q (Ck x P) and values (Cv x N) w,
-    # over N and P padded so that no two axes have the same size (see nn/readout.py)
-    dims = {cfg.key_dim, cfg.value_dim}
+    # the read-out is two matrix products: q (P x Ck+1) keys (Ck+1 x N), the extra channel
+    # carrying -|mk|^2, and weights (P x N) values (N x Cv), over N and P padded so that no
+    # two axes have the same size (see nn/readout.py)
+    dims = {cfg.key_dim, cfg.key_dim + 1, cfg.value_dim}
     n_in = distinct_size(n, dims)
     p_in = distinct_size(positions, dims | {n_in})
-    assert p.macs["readout"] == (cfg.key_dim + cfg.value_dim) * n_in * p_in
+    assert p.macs["readout"] == (cfg.key_dim + 1 + cfg.value_dim) * n_in * p_in
     assert p.affinity_bytes == n_in * p_in * 4
     assert p.params["total"] == sum(p.params[k] for k in
                                     ("key_encoder", "value_encoder", "readout", "decoder"))

@@ -18,8 +18,9 @@ from pathlib import Path
 from ..checkpoint import student_for
 from ..errors import UserError
 from ..export.api import default_folder_name, export_model
+from ..export.graphs import GRAPH_REVISION
 from ..export.manifest import MANIFEST
-from ..files import sha256
+from ..files import atomic_path, sha256
 from .adb import Adb
 from .device import find_binary, run_point
 from .devices import device_info, load_profile, profile_mismatches
@@ -61,6 +62,17 @@ class BenchReport:
     plot: Path | None = None
 
 
+def reusable(manifest: dict, variant: str, queue: int, size: tuple[int, int],
+             ckpt_sha256: str | None) -> bool:
+    """Whether an existing export is this point's: same student, queue, size and graph
+    revision, with both TFLite precisions."""
+    have_ckpt = (manifest.get("checkpoint") or {}).get("sha256")
+    return (manifest.get("graph_revision") == GRAPH_REVISION
+            and (manifest["variant"], manifest["queue"], list(manifest["size"]), have_ckpt)
+            == (variant, queue, list(size), ckpt_sha256)
+            and {"fp32", "fp16"} <= set(manifest["precisions"]))
+
+
 def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | None,
                   exports: Path) -> tuple[Path, dict]:
     """The export folder for this point: reused if its manifest matches, else made."""
@@ -70,10 +82,7 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         m = json.loads(manifest_path.read_text())
-        have_ckpt = (m.get("checkpoint") or {}).get("sha256")
-        if (m["variant"], m["queue"], m["size"], have_ckpt) == (variant, queue,
-                                                                [height, width], want_ckpt) \
-                and {"fp32", "fp16"} <= set(m["precisions"]):
+        if reusable(m, variant, queue, size, want_ckpt):
             return folder, m
     chosen = student_for(ckpt, variant)
     result = export_model(chosen.student, variant, queue, height, width, folder,
@@ -150,6 +159,19 @@ def run_local_benchmark_model(binary: Path, model: Path, threads: int, runs: int
     return out
 
 
+def _host_op_profile(req: BenchRequest, folder: Path, model: Path) -> Path:
+    """LiteRT per-op times of the step on this host (``bench/op_profile.py``), as a file."""
+    from .op_profile import format_profile, profile_ops
+
+    log = req.results.parent / f"{req.results.stem}_logs" / (
+        f"{folder.name}_{req.precision}_host_ops.md")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    table = format_profile(profile_ops(model, req.threads, runs=min(req.runs, 5)))
+    with atomic_path(log) as tmp:
+        tmp.write_text(table + "\n")
+    return log
+
+
 def run_bench(req: BenchRequest,
               progress: Callable[[int, int, str], None] | None = None) -> BenchReport:
     """Measure every point; ``progress(done, total, label)`` is called before each."""
@@ -207,6 +229,8 @@ def run_bench(req: BenchRequest,
                            init_ms=m["init_ms"], first_ms=m["first_ms"],
                            warmup_ms=m["warmup_ms"], peak_memory_mb=m["peak_memory_mb"],
                            delegation="cpu", **sample_stats(m["times_ms"]))
+                if engine == "tflite" and req.op_profile:
+                    row.log_file = str(_host_op_profile(req, folder, model))
             if row.delegation == "partial":
                 report.warnings.append(
                     f"WARNING: {label}: only {row.gpu_ops} ops ran on the GPU, {row.cpu_ops} "

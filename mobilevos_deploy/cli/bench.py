@@ -53,7 +53,9 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--benchmark-binary", default=None, help="benchmark_model binary (Android "
               "aarch64 for a phone, Linux x86-64 for the host); or $MVOS_BENCHMARK_MODEL.")
 @click.option("--adb", "adb_path", default=None, help="adb client (default: PATH or $MVOS_ADB).")
-@click.option("--op-profile", is_flag=True, help="benchmark_model --enable_op_profiling.")
+@click.option("--op-profile", is_flag=True, help="Per-op times: benchmark_model "
+              "--enable_op_profiling on the phone, LiteRT one-op timing on the host; kept in "
+              "the results' _logs folder.")
 @click.option("--cooldown", default=10.0, show_default=True, help="Seconds between phone "
               "points.")
 @user_errors
@@ -86,5 +88,8 @@ def main(device: str, serial: str | None, variants: str, queues: str, size: str,
     click.echo(format_table(shown))
     click.echo(f"{len(report.new)} point(s) measured, {len(report.skipped)} already in "
                f"{req.results} (use --force to re-measure)")
+    for row in report.new:
+        if row.log_file:
+            click.echo(f"log: {row.log_file}")
     if report.plot:
         click.echo(f"plot: {report.plot}")

@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..student import Student
 from .convert import Conversion
 from .gpu_check import GpuReport, check_gpu
-from .graphs import NEXT, GraphSpec, export_onnx, graph_module, graph_specs
+from .graphs import GRAPH_REVISION, NEXT, GraphSpec, export_onnx, graph_module, graph_specs
 from .manifest import (
     MANIFEST,
     SCHEMA,
@@ -217,6 +217,7 @@ def export_model(
         verify_written(staging, specs)
         manifest = {
             "schema": SCHEMA,
+            "graph_revision": GRAPH_REVISION,
             "variant": variant,
             "queue": queue,
             "size": [height, width],

@@ -21,6 +21,9 @@ from ..student import Student
 
 OPSET = 17
 NEXT = "next_"  # prefix of the step outputs that feed back as the state inputs
+# Bumped whenever the exported graphs change for the same student (recorded in the
+# manifest; an older export is not reused). 2: P x N affinity with one fused softmax.
+GRAPH_REVISION = 2
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ and gives 4-D tensors as NHWC (onnx2tf's convention) and 3-D state tensors uncha
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,10 +21,19 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def torch_runner(module: nn.Module, spec: GraphSpec) -> Runner:
+    """PyTorch eager on a channels-last copy of ``module`` (the caller's is untouched):
+    the same model and numerics to ~1e-6, and about twice as fast on CPU as NCHW, which
+    is most of an export's gate time."""
+    fast = copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+    def arg(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(x)
+        return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            outs = module(*(torch.from_numpy(inputs[n]) for n in spec.input_names))
-        return {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+            outs = fast(*(arg(inputs[n]) for n in spec.input_names))
+        return {n: o.contiguous().numpy() for n, o in zip(spec.output_names, outs, strict=True)}
 
     return run
 

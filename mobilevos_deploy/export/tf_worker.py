@@ -22,7 +22,6 @@ import traceback
 from pathlib import Path
 
 FAILED = "MVOS_CONVERT_FAILED"
-TFLITE_IDENTIFIER = b"TFL3"
 
 
 def _keras_model(job: dict):
@@ -59,9 +58,9 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
 
     Inputs already carry their TensorSpec names; outputs come in the function's order.
     """
-    import flatbuffers
-    import numpy as np
     from tensorflow.lite.python import schema_py_generated as fb
+
+    from .flatbuf import pack_model
 
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(buf, 0))
     graph = model.subgraphs[0]
@@ -89,20 +88,7 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
     sig.outputs = [tensor_map(n, i) for n, i in zip(outputs, graph.outputs, strict=True)]
     model.signatureDefs = [sig]
 
-    class AlignedBuilder(flatbuffers.Builder):
-        # constant buffers stay 16-byte aligned, as TFLite's converter writes them
-        def CreateNumpyVector(self, x):
-            if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.size >= 16:
-                self.StartVector(1, x.size, 16)
-                self.head -= x.size
-                self.Bytes[self.head : self.head + x.size] = x.tobytes()
-                self.vectorNumElems = x.size
-                return self.EndVector()
-            return super().CreateNumpyVector(x)
-
-    builder = AlignedBuilder(len(buf) + (1 << 16))
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack_model(model, len(buf))
 
 
 def run(job: dict) -> None:

@@ -12,20 +12,32 @@ from torch import nn
 class MemoryReadout(nn.Module):
     """Reads memory values at every query position.
 
-    logits[n, p] = (2 * mk[:, n] . q[:, p] - |mk[:, n]|^2) / sqrt(Ck)   (|q|^2 cancels)
+    logits[p, n] = (2 * q[:, p] . mk[:, n] - |mk[:, n]|^2) / sqrt(Ck)   (|q|^2 cancels)
     weights = softmax over the memory positions n of *valid* slots only
-    readout[:, p] = sum_n mv[:, n] * weights[n, p]
+    readout[:, p] = sum_n weights[p, n] * mv[:, n]
 
-    Invalid slots are removed exactly: they are pushed far below the maximum before it is
-    taken, and their exponentials are multiplied by zero, so they add exactly 0 to the sum.
-    No top-k (TOPK does not run on the TFLite GPU delegate). Computed in at least fp32.
+    Laid out for the runtimes, as profiled on LiteRT/XNNPACK (docs/BENCHMARKS.md): the
+    affinity is P x N, so the softmax runs over the last, contiguous axis and converts to
+    one fused SOFTMAX; the per-slot term -|mk|^2 / sqrt(Ck) and the empty-slot penalty
+    ride inside the first matrix product as one extra key channel (against a query
+    channel of ones), so no element-wise pass over the P x N affinity is left besides the
+    softmax. The second product streams the weights against the small N x Cv values and
+    its result is reshaped straight to NHWC.
+
+    Empty slots get a logit 1e4 below an unpenalised one. After the softmax's max is
+    subtracted their exponentials underflow to exactly 0 (fp32 underflows below -104)
+    unless the best valid key is further than sqrt((1e4 - 104) * sqrt(Ck)) from the
+    query (281 at Ck = 64); STCN's keys are nowhere near that. No top-k (TOPK does not
+    run on the TFLite GPU delegate). Computed in at least fp32.
 
     No two axes of an intermediate may have the same size: onnx2tf guesses layouts from
     shapes and silently mis-transposes when sizes coincide (at Q = 1 the affinity is
     always h*w x h*w). So the memory axis N and the query axis P are padded, when needed,
-    with a few positions that cannot collide: empty memory slots (excluded exactly, as
-    above) and zero queries whose read-out is cropped away.
+    with a few positions that cannot collide: empty memory slots (excluded as above) and
+    zero queries whose read-out is cropped away.
     """
+
+    EMPTY_PENALTY = 1e4
 
     def __init__(self, key_dim: int) -> None:
         super().__init__()
@@ -41,26 +53,27 @@ class MemoryReadout(nn.Module):
         b, ck, h, w = query_key.shape
         cv, n, p = _static(mem_value.shape[1]), _static(mem_key.shape[2]), _static(h * w)
         ck = _static(ck)
-        n_pad = distinct_size(n, {ck, cv}) - n
-        p_pad = distinct_size(p, {ck, cv, n + n_pad}) - p
+        n_pad = distinct_size(n, {ck, ck + 1, cv}) - n
+        p_pad = distinct_size(p, {ck, ck + 1, cv, n + n_pad}) - p
         dtype = torch.promote_types(query_key.dtype, torch.float32)
         mk = _pad_last(_as(mem_key, dtype), n_pad)  # B x Ck x N
-        mem_value = _pad_last(mem_value, n_pad)
-        valid = _pad_last(valid, n_pad)
-        q = _pad_last(_as(query_key, dtype).reshape(b, ck, p), p_pad)  # B x Ck x P
-        dot = torch.bmm(mk.transpose(1, 2), q)  # B x N x P
-        mk_sq = mk.pow(2).sum(dim=1).unsqueeze(2)  # B x N x 1
-        logits = (2.0 * dot - mk_sq) * self.scale  # B x N x P
-        keep = _as(valid, dtype).transpose(1, 2)  # B x N x 1
-        logits = logits - (1.0 - keep) * 1e4  # empty slots far below any valid one
-        peak = logits.amax(dim=1, keepdim=True)  # B x 1 x P
-        expo = torch.exp(logits - peak) * keep  # empty slots contribute exactly 0
-        weights = expo / expo.sum(dim=1, keepdim=True)  # B x N x P
-        mv = _as(mem_value, dtype)  # B x Cv x N
-        out = torch.bmm(mv, weights)  # B x Cv x P
+        valid = _pad_last(_as(valid, dtype), n_pad)  # B x 1 x N
+        bias = -mk.pow(2).sum(dim=1, keepdim=True) * self.scale  # B x 1 x N
+        bias = bias - (1.0 - valid) * self.EMPTY_PENALTY
+        mk = torch.cat([mk, bias], dim=1)  # B x (Ck+1) x N
+        q = _pad_last(_as(query_key, dtype).reshape(b, ck, p), p_pad) * (2.0 * self.scale)
+        q = torch.cat([q, torch.ones_like(q[:, :1])], dim=1)  # B x (Ck+1) x P
+        logits = torch.bmm(q.transpose(1, 2), mk)  # B x P x N
+        weights = torch.softmax(logits, dim=2)  # B x P x N
+        mv = _pad_last(_as(mem_value, dtype), n_pad)  # B x Cv x N
+        out = torch.bmm(weights, mv.transpose(1, 2))  # B x P x Cv
         if p_pad:
-            out = out[:, :, :p]
-        return _as(out.reshape(b, -1, h, w), mem_value.dtype)
+            out = out[:, :p]
+        # B x h x w x Cv is already the runtimes' NHWC; a transpose right after the product
+        # would be folded into it by the converter as values x weights^T, which makes
+        # XNNPACK repack the whole P x N weights on every call (3x slower at queue 20)
+        out = out.reshape(b, h, w, cv).permute(0, 3, 1, 2)  # B x Cv x h x w
+        return _as(out, mem_value.dtype)
 
 
 def distinct_size(size: int, taken: set[int]) -> int:
