@@ -16,7 +16,7 @@ from mobilevos_deploy.backends import TorchBackend, open_backend
 from mobilevos_deploy.cli import eval as eval_cli
 from mobilevos_deploy.cli import run as run_cli
 from mobilevos_deploy.evaluate import evaluate
-from mobilevos_deploy.media import davis_palette, read_mask
+from mobilevos_deploy.media import davis_palette, read_mask, write_mask
 from mobilevos_deploy.runner import run_video
 from mobilevos_deploy.segment import Letterbox, aggregate
 from mobilevos_deploy.stages import StepStage
@@ -160,10 +160,7 @@ def test_task_level_parity_of_the_exported_backends(exports, clip_root, tmp_path
     swapped.mkdir(parents=True)
     for p in outs["torch", "fp32"].glob("*.png"):
         ids = read_mask(p)
-        out = np.where(ids == 1, 2, np.where(ids == 2, 1, ids)).astype(np.uint8)
-        from mobilevos_deploy.media import write_mask
-
-        write_mask(swapped / p.name, out)
+        write_mask(swapped / p.name, np.where(ids == 1, 2, np.where(ids == 2, 1, ids)))
     assert evaluate(swapped.parent, reference).summary.jf < 0.5
 
 
@@ -181,8 +178,6 @@ def test_eval_cli_writes_the_official_csv_columns(clip_root, tmp_path):
 
 
 def _write_png(path, ids):
-    from mobilevos_deploy.media import write_mask
-
     path.parent.mkdir(parents=True, exist_ok=True)
     write_mask(path, ids)
 
