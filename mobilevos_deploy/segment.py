@@ -79,12 +79,9 @@ def aggregate(probs: list[np.ndarray], ids: list[int]) -> np.ndarray:
     background = np.prod(1.0 - p, axis=0, keepdims=True)
     every = np.clip(np.concatenate([background, p]), 1e-7, 1 - 1e-7)
     logits = np.log(every / (1 - every))
-    # softmax then argmax: the argmax of the logits is the same, but the softmax is what
-    # a consumer of soft masks gets, so keep the computation explicit
-    soft = np.exp(logits - logits.max(axis=0, keepdims=True))
-    soft /= soft.sum(axis=0, keepdims=True)
     labels = np.asarray([0, *ids], np.uint8)
-    return labels[soft.argmax(axis=0)]
+    # the softmax over background + objects keeps the order of the logits: its argmax is theirs
+    return labels[logits.argmax(axis=0)]
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,15 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'480x864' → (480, 864)."""
+def parse_size(text: str, multiple: int = 16) -> tuple[int, int]:
+    """'480x864' → (480, 864); both positive multiples of ``multiple`` (1: any size)."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise click.BadParameter(f"expected HEIGHTxWIDTH such as 480x864, got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 16 or w % 16:
-        raise click.BadParameter(f"height and width must be positive multiples of 16, got {text}")
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        what = "positive" if multiple == 1 else f"positive multiples of {multiple}"
+        raise click.BadParameter(f"height and width must be {what}, got {text}")
     return h, w
 
 

@@ -7,17 +7,7 @@ from pathlib import Path
 import click
 
 from ..synthetic import moving_object_clip, write_davis_clip
-from . import user_errors
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 480x854, got {text!r}") from None
-    if h < 16 or w < 16:
-        raise click.BadParameter(f"at least 16x16, got {text}")
-    return h, w
+from . import parse_size, user_errors
 
 
 @click.command()
@@ -29,7 +19,7 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--seed", default=0, show_default=True)
 @user_errors
 def main(out: Path, name: str, num_frames: int, size: str, seed: int) -> None:
-    height, width = _size(size)
+    height, width = parse_size(size, multiple=1)
     clip = moving_object_clip(num_frames, height, width, seed=seed, occluder_from=0.85)
     frames_dir, masks_dir = write_davis_clip(clip, out, name)
     click.echo(f"{frames_dir}: {num_frames} frames of {height}x{width}\n"

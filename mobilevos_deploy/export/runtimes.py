@@ -22,8 +22,8 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 def torch_runner(module: nn.Module, spec: GraphSpec) -> Runner:
     """PyTorch eager on a channels-last copy of ``module`` (the caller's is untouched):
-    the same model and numerics to ~1e-6, and about twice as fast on CPU as NCHW, which
-    is most of an export's gate time."""
+    the same model and numerics to ~1e-6, and about 1.35x as fast on CPU as NCHW
+    (``benchmarks/torch_layout.py``); the PyTorch rollout is most of an export's gate time."""
     fast = copy.deepcopy(module).to(memory_format=torch.channels_last)
 
     def arg(x: np.ndarray) -> torch.Tensor:
