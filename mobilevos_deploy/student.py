@@ -89,10 +89,20 @@ class Decoder(nn.Module):
         self, readout: torch.Tensor, query: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
     ) -> torch.Tensor:
         # readout: B x Cv x h x w, query: B x Cq x h x w → logit B x 1 x H x W
+        return self.head(self.features(readout, query, f8, f4))
+
+    def features(
+        self, readout: torch.Tensor, query: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        """The representation before the final conv and upsampling: B x d4 x 4h x 4w.
+        This is Z of the distillation losses (mobilevos_deploy.train.losses)."""
         x = self.aspp(self.compress(torch.cat([readout, query], dim=1)))
-        x = self.up_8_4(f4, self.up_16_8(f8, x))
-        logit = self.pred(F.relu(x))
-        return F.interpolate(logit, scale_factor=4.0, mode="bilinear", align_corners=False)
+        return F.relu(self.up_8_4(f4, self.up_16_8(f8, x)))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """B x d4 x 4h x 4w features → B x 1 x H x W mask logit."""
+        return F.interpolate(self.pred(features), scale_factor=4.0, mode="bilinear",
+                             align_corners=False)
 
 
 class Student(nn.Module):

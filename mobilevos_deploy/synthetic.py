@@ -85,3 +85,57 @@ def write_davis_clip(clip: Clip, root: Path, name: str) -> tuple[Path, Path]:
         Image.fromarray(pixels[t]).save(frames_dir / f"{t:05d}.jpg", quality=95)
         write_mask(masks_dir / f"{t:05d}.png", ids[t])
     return frames_dir, masks_dir
+
+
+def _blob(height: int, width: int, cy: float, cx: float, radius: float, angle: float,
+          harmonics: np.ndarray) -> torch.Tensor:
+    """A star-convex shape: r(theta) = radius * (1 + sum_k a_k cos(k theta + phi_k)).
+    harmonics: K x 3 rows (k, a_k, phi_k)."""
+    ys = torch.arange(height, dtype=torch.float32)[:, None] - cy
+    xs = torch.arange(width, dtype=torch.float32)[None, :] - cx
+    theta = torch.atan2(ys, xs) - angle
+    edge = torch.ones_like(theta)
+    for k, a, phi in harmonics:
+        edge = edge + float(a) * torch.cos(float(k) * theta + float(phi))
+    return (torch.sqrt(ys**2 + xs**2) <= radius * edge).float()
+
+
+def shapes_clip(num_frames: int, height: int, width: int, seed: int = 0) -> Clip:
+    """A harder, more varied clip for training experiments: a textured star-convex shape
+    (random lobes) that drifts, turns and breathes over a textured background, with a
+    second textured shape passing over it (the occluder, in view from the start or not)."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    size = min(height, width)
+
+    def shape_params() -> np.ndarray:
+        lobes = rng.integers(0, 4)
+        return np.array([[rng.integers(2, 6), rng.uniform(0.05, 0.3), rng.uniform(0, 6.3)]
+                         for _ in range(lobes)]).reshape(-1, 3)
+
+    background = _texture(gen, height, width, int(rng.integers(4, 12))) * rng.uniform(0.4, 0.9)
+    obj_tex = (_texture(gen, height, width, int(rng.integers(2, 8)))
+               * torch.from_numpy(rng.uniform(0.3, 1.0, 3)).float()[:, None, None]
+               + rng.uniform(0.0, 0.4))
+    occ_tex = _texture(gen, height, width, int(rng.integers(6, 16)))
+    obj_shape, occ_shape = shape_params(), shape_params()
+    start = rng.uniform([0.3, 0.3], [0.7, 0.7]) * (height, width)
+    velocity = rng.uniform(-0.3, 0.3, size=2) * (height, width) / max(num_frames, 1)
+    radius, spin = rng.uniform(0.12, 0.25) * size, rng.uniform(-0.1, 0.1)
+    occ_y, occ_from = rng.uniform(0.3, 0.7) * height, rng.uniform(0.8, 1.3)
+    occ_dir = 1.0 if rng.random() < 0.5 else -1.0
+    occ_radius = rng.uniform(0.08, 0.16) * size
+    frames, masks, occluders = [], [], []
+    for t in range(num_frames):
+        cy, cx = start + velocity * t
+        scale = 1.0 + 0.15 * np.sin(t / 3.0 + seed)
+        obj = _blob(height, width, cy, cx, radius * scale, spin * t, obj_shape)
+        progress = occ_from - 1.4 * t / max(num_frames - 1, 1)
+        ox = width * (progress if occ_dir > 0 else 1.0 - progress)
+        occ = _blob(height, width, occ_y, ox, occ_radius, -spin * t, occ_shape)
+        frame = background * (1 - obj) + obj_tex * obj
+        frame = frame * (1 - occ) + occ_tex * occ
+        frames.append(frame.clamp(0.0, 1.0))
+        masks.append(obj * (1.0 - occ))
+        occluders.append(occ)
+    return Clip(torch.stack(frames), torch.stack(masks), torch.stack(occluders))

@@ -1,0 +1,78 @@
+"""mvos-train: train a student (or the teacher) with the MobileVOS loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import variant_names
+from ..train.loop import TEACHER, TrainSettings, train
+from ..train.losses import LossConfig
+from . import parse_size, user_errors
+
+LOSSES = ("ce", "ce+logit", "ce+repr", "ce+logit+repr")
+PATHS = click.Path(path_type=Path)
+
+
+def default_omega(model: str) -> float:
+    """The paper's: 0 (supervised contrastive) for ResNet18, 0.95 for the MobileNetV2s."""
+    return 0.0 if model == "resnet18" else 0.95
+
+
+@click.command()
+@click.option("--model", type=click.Choice([*variant_names(), TEACHER]), required=True,
+              help="Student variant, or 'teacher' (infinite memory, cross-entropy only).")
+@click.option("--out", type=PATHS, required=True, help="Run folder (checkpoints, log).")
+@click.option("--data", type=PATHS, multiple=True, help="DAVIS / YouTube-VOS root; repeatable.")
+@click.option("--static", type=PATHS, multiple=True,
+              help="Still images (images/ + masks/) made into deformed clips; repeatable.")
+@click.option("--static-iters", type=click.IntRange(0), default=0, show_default=True,
+              help="Iterations on --static before --data (with both).")
+@click.option("--iters", type=click.IntRange(1), required=True, help="Total iterations.")
+@click.option("--size", default="384x384", show_default=True, help="Crop HEIGHTxWIDTH.")
+@click.option("--batch", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--frames", type=click.IntRange(2), default=5, show_default=True)
+@click.option("--queue", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-7, show_default=True)
+@click.option("--loss", "loss_name", type=click.Choice(LOSSES), default="ce+logit+repr",
+              show_default=True)
+@click.option("--omega", type=click.FloatRange(0, 1), default=None,
+              help="C_ty = omega C_t + (1 - omega) Y Y^T [0 for resnet18, 0.95 otherwise].")
+@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True)
+@click.option("--sampling", type=click.Choice(["boundary", "random"]), default="boundary",
+              show_default=True)
+@click.option("--radius", type=click.IntRange(0), default=1, show_default=True,
+              help="Boundary dilation in stride-4 cells.")
+@click.option("--max-samples", type=click.IntRange(2), default=1024, show_default=True)
+@click.option("--teacher", type=PATHS, default=None, help="Teacher checkpoint.")
+@click.option("--teacher-mem-every", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--init", type=PATHS, default=None, help="Start from these weights.")
+@click.option("--val", type=PATHS, default=None, help="Held-out DAVIS-layout clips.")
+@click.option("--val-every", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--save-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def main(model: str, out: Path, data: tuple[Path, ...], static: tuple[Path, ...],
+         static_iters: int, iters: int, size: str, batch: int, frames: int, queue: int,
+         lr: float, weight_decay: float, loss_name: str, omega: float | None, tau: float,
+         sampling: str, radius: int, max_samples: int, teacher: Path | None,
+         teacher_mem_every: int, init: Path | None, val: Path | None, val_every: int,
+         save_every: int, seed: int, resume: bool, progress: bool) -> None:
+    terms = loss_name.split("+")
+    loss = LossConfig(logit="logit" in terms, repr="repr" in terms,
+                      omega=default_omega(model) if omega is None else omega, tau=tau,
+                      sampling=sampling, radius=radius, max_samples=max_samples)
+    settings = TrainSettings(
+        model=model, out=out, iters=iters, data=data, static=static, static_iters=static_iters,
+        size=parse_size(size), frames=frames, batch=batch, queue=queue, lr=lr,
+        weight_decay=weight_decay, loss=loss, teacher=teacher,
+        teacher_mem_every=teacher_mem_every, init=init, val=val, val_every=val_every,
+        save_every=save_every, seed=seed)
+    result = train(settings, resume=resume, progress=progress, echo=click.echo)
+    click.echo(f"{result.iterations} iterations in {result.seconds:.0f} s; weights: "
+               f"{result.last}" + (f", best validation: {result.best}" if result.best else ""))

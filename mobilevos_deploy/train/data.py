@@ -1,0 +1,208 @@
+"""Training clips: short sequences from videos, or from static images with synthetic
+deformations (the paper's first stage, after STCN).
+
+A :class:`ClipBatch` is B sequences of T frames at one training size, with one target
+object per sequence (binary masks; the other objects are background):
+  frames  B x T x 3 x H x W  RGB in [0, 1]
+  masks   B x T x H x W      1.0 on the target object
+
+Video datasets are in the DAVIS layout (``JPEGImages/480p/<seq>/*.jpg`` with
+``Annotations/480p/<seq>/*.png``) or the YouTube-VOS one (no ``480p`` level; only every
+5th frame annotated: only frames with an annotation are sampled). Static image sets are a
+folder with ``images/`` and ``masks/`` (same file stems; any non-zero mask pixel is object).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..media import read_mask
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MIN_OBJECT_PIXELS = 16  # a target must cover at least this much of frame 0 after the crop
+
+
+class ClipBatch(NamedTuple):
+    frames: torch.Tensor  # B x T x 3 x H x W
+    masks: torch.Tensor  # B x T x H x W
+
+
+@dataclass(frozen=True)
+class VideoSequence:
+    name: str
+    frames: tuple[Path, ...]  # annotated frames only, in order
+    masks: tuple[Path, ...]
+
+
+def _level(root: Path, kind: str) -> Path:
+    folder = root / kind
+    return folder / "480p" if (folder / "480p").is_dir() else folder
+
+
+def find_sequences(root: Path) -> list[VideoSequence]:
+    """Every sequence of a DAVIS / YouTube-VOS root with at least one annotated frame."""
+    root = Path(root)
+    images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
+    if not images.is_dir() or not annotations.is_dir():
+        raise UserError(f"{root}: expected JPEGImages/ and Annotations/ (DAVIS or YouTube-VOS "
+                        "layout); for still images use --static with images/ and masks/")
+    found = []
+    for seq in sorted(d for d in images.iterdir() if d.is_dir()):
+        masks = {p.stem: p for p in (annotations / seq.name).glob("*.png")}
+        frames = sorted(p for p in seq.iterdir()
+                        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in masks)
+        if frames:
+            found.append(VideoSequence(seq.name, tuple(frames),
+                                       tuple(masks[p.stem] for p in frames)))
+    if not found:
+        raise UserError(f"{root}: no sequence has frames with matching annotations")
+    return found
+
+
+def find_images(root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs of a static image set."""
+    root = Path(root)
+    if not (root / "images").is_dir() or not (root / "masks").is_dir():
+        raise UserError(f"{root}: a static image set needs images/ and masks/ folders with "
+                        "matching file names")
+    masks = {p.stem: p for p in (root / "masks").glob("*.png")}
+    pairs = [(p, masks[p.stem]) for p in sorted((root / "images").iterdir())
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in masks]
+    if not pairs:
+        raise UserError(f"{root}: no image in images/ has a mask of the same name in masks/")
+    return pairs
+
+
+def _rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{path}: unreadable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+
+
+class VideoClips:
+    """Random T-frame clips: increasing frame indices spread over at most
+    (T-1) * ``max_skip`` + 1 frames, one random crop (scale 0.5-1 of the frame) and flip
+    for the whole clip, one target object present in frame 0."""
+
+    def __init__(self, roots: list[Path], size: tuple[int, int], frames: int = 5,
+                 max_skip: int = 3) -> None:
+        self.sequences = [s for root in roots for s in find_sequences(root)]
+        self.sequences = [s for s in self.sequences if len(s.frames) >= frames]
+        if not self.sequences:
+            raise UserError(f"no sequence has {frames} annotated frames; lower --frames or "
+                            "add data")
+        self.size, self.frames, self.max_skip = size, frames, max_skip
+
+    def _indices(self, total: int, gen: torch.Generator) -> list[int]:
+        span = min(total - 1, (self.frames - 1) * self.max_skip)
+        start = int(torch.randint(0, total - span, (1,), generator=gen))
+        picks = sorted(torch.randperm(span, generator=gen)[: self.frames - 1].add(1).tolist())
+        return [start] + [start + p for p in picks]
+
+    def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        for _ in range(20):
+            seq = self.sequences[int(torch.randint(len(self.sequences), (1,), generator=gen))]
+            idx = self._indices(len(seq.frames), gen)
+            ids = [read_mask(seq.masks[i]) for i in idx]
+            objects = [k for k in np.unique(ids[0]) if k not in (0, 255)]
+            if not objects:
+                continue
+            target = objects[int(torch.randint(len(objects), (1,), generator=gen))]
+            rgb = [_rgb(seq.frames[i]) for i in idx]
+            masks = [(m == target).astype(np.float32) for m in ids]
+            frames, masks_t = _crop_clip(rgb, masks, self.size, gen)
+            if masks_t[0].sum() >= MIN_OBJECT_PIXELS:
+                return frames, masks_t
+        raise UserError("20 random clips in a row had no visible target object in frame 0; "
+                        "check the annotations (0 background, 1..K objects, 255 void)")
+
+
+def _crop_clip(rgb: list[np.ndarray], masks: list[np.ndarray], size: tuple[int, int],
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random crop (scale 0.5-1, the output's aspect) and flip, resized to ``size``."""
+    src_h, src_w = rgb[0].shape[:2]
+    out_h, out_w = size
+    scale = 0.5 + 0.5 * float(torch.rand(1, generator=gen))
+    crop_h = min(src_h, int(src_h * scale))
+    crop_w = min(src_w, int(crop_h * out_w / out_h))
+    crop_h = min(crop_h, int(crop_w * out_h / out_w)) or 1
+    y = int(torch.randint(0, src_h - crop_h + 1, (1,), generator=gen))
+    x = int(torch.randint(0, src_w - crop_w + 1, (1,), generator=gen))
+    flip = bool(torch.rand(1, generator=gen) < 0.5)
+    frames, out_masks = [], []
+    for image, mask in zip(rgb, masks, strict=True):
+        image = cv2.resize(image[y:y + crop_h, x:x + crop_w], (out_w, out_h),
+                           interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask[y:y + crop_h, x:x + crop_w], (out_w, out_h),
+                          interpolation=cv2.INTER_NEAREST)
+        if flip:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        frames.append(_to_tensor(np.ascontiguousarray(image)))
+        out_masks.append(torch.from_numpy(np.ascontiguousarray(mask)))
+    return torch.stack(frames), torch.stack(out_masks)
+
+
+class StaticClips:
+    """T-frame clips made from one still image: each frame is the image under its own
+    random affine (rotation, scale, shear, shift) and elastic warp."""
+
+    def __init__(self, roots: list[Path], size: tuple[int, int], frames: int = 5,
+                 rotate: float = 20.0, elastic: float = 0.06) -> None:
+        self.pairs = [p for root in roots for p in find_images(root)]
+        self.size, self.frames = size, frames
+        self.rotate, self.elastic = rotate, elastic
+
+    def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        image_path, mask_path = self.pairs[int(torch.randint(len(self.pairs), (1,),
+                                                             generator=gen))]
+        image = cv2.resize(_rgb(image_path), self.size[::-1], interpolation=cv2.INTER_AREA)
+        mask = (read_mask(mask_path) > 0).astype(np.float32)
+        mask = cv2.resize(mask, self.size[::-1], interpolation=cv2.INTER_NEAREST)
+        base = torch.cat([_to_tensor(image), torch.from_numpy(mask)[None]])[None]
+        warped = torch.cat([deform(base, gen, self.rotate, self.elastic)
+                            for _ in range(self.frames)])
+        return warped[:, :3].clamp(0, 1), (warped[:, 3] > 0.5).float()
+
+
+def deform(image: torch.Tensor, gen: torch.Generator, rotate: float = 20.0,
+           elastic: float = 0.06) -> torch.Tensor:
+    """1 x C x H x W → the same under a random affine and a smooth random displacement
+    field (a 4x4 grid of offsets up to ``elastic`` of the frame, upsampled bicubically)."""
+    _, _, h, w = image.shape
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(1, generator=gen))
+
+    angle = math.radians(uniform(-rotate, rotate))
+    scale = uniform(0.9, 1.1)
+    shear = uniform(-0.1, 0.1)
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos, -sin + shear, uniform(-0.1, 0.1)],
+                          [sin, cos, uniform(-0.1, 0.1)]])[None]
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    coarse = (torch.rand(1, 2, 4, 4, generator=gen) * 2 - 1) * 2 * elastic
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+    grid = grid + field.permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
+def make_batch(sources: list, count: int, gen: torch.Generator) -> ClipBatch:
+    """``count`` clips, each from a source picked at random."""
+    clips = [sources[int(torch.randint(len(sources), (1,), generator=gen))].sample(gen)
+             for _ in range(count)]
+    return ClipBatch(torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips]))

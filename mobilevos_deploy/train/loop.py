@@ -1,0 +1,303 @@
+"""mvos-train's loop: a student (or the teacher) on T-frame clips, with checkpoints,
+resume, a log of every loss term and validation J&F.
+
+The student runs its deployed finite queue: frame 0 is encoded from the given mask, and
+every later frame is read against the queue and pushed into it from the student's own
+prediction (:func:`student_clip`, the same calls as :class:`~..stages.StepStage`).
+BatchNorm is frozen: statistics and affine parameters stay as loaded (the networks are
+kept in eval mode, which only changes BatchNorm here).
+
+Files in ``out``:
+  last.pt, ckpt_NNNNNN.pt, best.pt   weights (student checkpoints load in mvos-export)
+  train_state.pt                     everything --resume needs
+  log.jsonl                          one line per iteration, one per validation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import get_variant
+from ..errors import UserError
+from ..files import atomic_path
+from ..memory import initial_state, push
+from ..student import Student, build_student
+from .data import StaticClips, VideoClips, make_batch
+from .losses import LossConfig, mobilevos_loss
+from .teacher import Teacher, TeacherConfig, build_teacher, load_teacher, save_teacher
+from .validate import Score, validate
+
+STATE = "train_state.pt"
+LOG = "log.jsonl"
+TEACHER = "teacher"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    model: str  # a student variant, or "teacher"
+    out: Path
+    iters: int
+    data: tuple[Path, ...] = ()  # DAVIS / YouTube-VOS roots
+    static: tuple[Path, ...] = ()  # still-image sets (images/, masks/)
+    static_iters: int = 0  # iterations on the static sets before the videos
+    size: tuple[int, int] = (384, 384)
+    frames: int = 5
+    batch: int = 4
+    queue: int = 2
+    max_skip: int = 3
+    lr: float = 1e-5
+    weight_decay: float = 1e-7
+    loss: LossConfig = field(default_factory=LossConfig)
+    teacher: Path | None = None
+    teacher_mem_every: int = 1
+    init: Path | None = None  # start from these weights (fine-tuning)
+    val: Path | None = None
+    val_every: int = 0
+    val_size: tuple[int, int] | None = None  # default: the training size
+    save_every: int = 500
+    seed: int = 0
+
+    def as_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        return json.loads(json.dumps(out, default=str))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    last: Path
+    best: Path | None
+    iterations: int
+    best_score: Score | None
+    seconds: float
+
+
+def student_clip(student: Student, embedding: nn.Module | None, frames: torch.Tensor,
+                 first_mask: torch.Tensor, queue: int
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """frames: B x T x 3 x H x W, first_mask: B x 1 x H x W → (embeddings, logits) of
+    frames 1..T-1, each B x D x H/4 x W/4 and B x 1 x H x W."""
+    enc = student.key_encoder(frames[:, 0])
+    state = initial_state(enc.key, student.encode_value(first_mask, enc.f16), queue)
+    embeddings, logits = [], []
+    for t in range(1, frames.shape[1]):
+        enc = student.key_encoder(frames[:, t])
+        readout = student.readout(*state, enc.key)
+        features = student.decoder.features(readout, enc.query, enc.f8, enc.f4)
+        logit = student.decoder.head(features)
+        embeddings.append(embedding(features) if embedding is not None else features)
+        logits.append(logit)
+        if queue > 1 and t < frames.shape[1] - 1:
+            value = student.encode_value(torch.sigmoid(logit), enc.f16)
+            state = push(state, enc.key, value, queue)
+    return embeddings, logits
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+class _Run:
+    """The networks, optimiser and sampling state of one training run."""
+
+    def __init__(self, s: TrainSettings) -> None:
+        self.s = s
+        self.is_teacher = s.model == TEACHER
+        self.variant = None if self.is_teacher else get_variant(s.model).name
+        self.network, self.embedding, self.teacher = self._networks()
+        freeze_batchnorm(self.network)
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        if self.embedding is not None:
+            params += list(self.embedding.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+        self.gen = torch.Generator().manual_seed(s.seed)
+        self.iteration = 0
+        self.best: tuple[float, int] | None = None  # (J&F, iteration)
+        self.videos = VideoClips(list(s.data), s.size, s.frames, s.max_skip) if s.data else None
+        self.stills = StaticClips(list(s.static), s.size, s.frames) if s.static else None
+
+    def _networks(self) -> tuple[nn.Module, nn.Module | None, Teacher | None]:
+        s = self.s
+        if self.is_teacher:
+            if s.init is not None:
+                return load_teacher(s.init), None, None
+            return build_teacher(TeacherConfig(), seed=s.seed), None, None
+        if s.init is not None:
+            loaded = load_checkpoint(s.init, self.variant)
+            student = loaded.student
+        else:
+            student = build_student(get_variant(self.variant).config, seed=s.seed)
+        teacher = None
+        if s.loss.needs_teacher:
+            if s.teacher is None:
+                raise UserError("logit distillation and the representation loss with omega > 0 "
+                                "need --teacher (train one with --model teacher), or use "
+                                "--loss ce / --omega 0")
+            teacher = load_teacher(s.teacher, s.teacher_mem_every)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        embedding = None
+        if s.loss.repr:
+            width = student.config.decoder_dims[2]
+            dim = teacher.config.feature_dim if teacher is not None else width
+            with torch.random.fork_rng():
+                torch.manual_seed(s.seed)
+                embedding = nn.Conv2d(width, dim, 1)  # the extra linear embedding
+        return student, embedding, teacher
+
+    def batch(self):
+        s = self.s
+        stage_static = self.stills is not None and (self.videos is None
+                                                    or self.iteration < s.static_iters)
+        source = self.stills if stage_static else self.videos
+        return make_batch([source], s.batch, self.gen)
+
+    def step(self) -> dict[str, float]:
+        s = self.s
+        clips = self.batch()
+        first = clips.masks[:, :1]
+        targets = clips.masks[:, 1:].transpose(0, 1).flatten(0, 1)  # (T-1)B x H x W
+        if self.is_teacher:
+            outs = self.network.clip(clips.frames, first)
+            embeddings = [o.features for o in outs]
+            logits = [o.logits for o in outs]
+            loss_cfg = dataclasses.replace(s.loss, logit=False, repr=False)
+        else:
+            embeddings, logits = student_clip(self.network, self.embedding, clips.frames,
+                                              first, s.queue)
+            loss_cfg = s.loss
+        teacher_logits = teacher_features = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                outs = self.teacher.clip(clips.frames, first)
+            teacher_logits = torch.cat([o.logits for o in outs])
+            teacher_features = torch.cat([o.features for o in outs])
+        terms = mobilevos_loss(loss_cfg, targets, torch.cat(logits), torch.cat(embeddings),
+                               teacher_logits, teacher_features, self.gen)
+        if not torch.isfinite(terms.total):
+            raise FloatingPointError(f"iteration {self.iteration + 1}: the loss is not finite "
+                                     f"({terms.as_dict()}); lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return terms.as_dict()
+
+    # -- files ---------------------------------------------------------------------------
+    def save_weights(self, path: Path) -> Path:
+        if self.is_teacher:
+            return save_teacher(path, self.network)
+        return save_checkpoint(path, self.network, self.variant)
+
+    def save_state(self) -> None:
+        payload = {
+            "settings": self.s.as_json(), "iteration": self.iteration,
+            "network": self.network.state_dict(),
+            "embedding": None if self.embedding is None else self.embedding.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
+            "best": list(self.best) if self.best else None,
+        }
+        with atomic_path(self.s.out / STATE) as tmp:
+            torch.save(payload, tmp)
+
+    def load_state(self) -> None:
+        path = self.s.out / STATE
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets one message
+            raise UserError(f"{path}: cannot resume from it ({str(exc)[:200]}); start a "
+                            "fresh run in another --out") from None
+        stored = payload["settings"]
+        for key in ("model", "size", "frames", "batch", "queue", "loss"):
+            if stored[key] != self.s.as_json()[key]:
+                raise UserError(f"{path} was trained with {key} = {stored[key]}, not "
+                                f"{self.s.as_json()[key]}; resume with the same settings")
+        self.network.load_state_dict(payload["network"])
+        if self.embedding is not None:
+            self.embedding.load_state_dict(payload["embedding"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.gen.set_state(payload["generator"])
+        self.iteration = payload["iteration"]
+        self.best = tuple(payload["best"]) if payload["best"] else None
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    has_state = (out / STATE).is_file()
+    if resume and not has_state:
+        raise UserError(f"--resume: {out} holds no {STATE}; drop --resume to start a run")
+    if not resume and out.exists() and any(out.iterdir()):
+        hint = "add --resume to continue it" if has_state else "choose an empty --out"
+        raise UserError(f"{out} is not empty; {hint}")
+
+
+def _trim_log(path: Path, iteration: int) -> None:
+    """Drop the records of iterations after the resumed checkpoint (they are redone)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["iter"] <= iteration]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def train(s: TrainSettings, resume: bool = False, progress: bool = True,
+          echo=print) -> TrainResult:
+    """Runs to ``s.iters`` iterations in all (a resumed run continues its count)."""
+    from tqdm import tqdm
+
+    if not s.data and not s.static:
+        raise UserError("no training data: give --data (DAVIS / YouTube-VOS layout) and/or "
+                        "--static (images/ + masks/)")
+    if s.val_every and s.val is None:
+        raise UserError("--val-every needs --val (a DAVIS-layout folder of held-out clips)")
+    _check_out(s.out, resume)
+    run = _Run(s)
+    s.out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        run.load_state()
+        _trim_log(s.out / LOG, run.iteration)
+        echo(f"resumed {s.out} at iteration {run.iteration}")
+    start = time.perf_counter()
+    bar = tqdm(total=s.iters, initial=run.iteration, disable=not progress, unit="it",
+               dynamic_ncols=True)
+    with open(s.out / LOG, "a") as log:
+        while run.iteration < s.iters:
+            t0 = time.perf_counter()
+            terms = run.step()
+            record = {"iter": run.iteration, **terms, "sec": round(time.perf_counter() - t0, 3)}
+            log.write(json.dumps(record) + "\n")
+            bar.update(1)
+            bar.set_postfix({k: f"{terms[k]:.3f}" for k in ("loss", "poly", "logit", "repr")})
+            at_end = run.iteration == s.iters
+            if s.val_every and (run.iteration % s.val_every == 0 or at_end):
+                score = validate(run.network, s.val, s.val_size or s.size, s.queue)
+                log.write(json.dumps({"iter": run.iteration, "val_jf": score.jf,
+                                      "val_j": score.j, "val_f": score.f}) + "\n")
+                bar.write(f"iteration {run.iteration}: validation J&F {score.jf:.4f}")
+                if run.best is None or score.jf > run.best[0]:
+                    run.best = (score.jf, run.iteration)
+                    run.save_weights(s.out / "best.pt")
+            if run.iteration % s.save_every == 0 or at_end:
+                run.save_weights(s.out / f"ckpt_{run.iteration:06d}.pt")
+                run.save_weights(s.out / "last.pt")
+                run.save_state()
+            log.flush()
+    bar.close()
+    best = s.out / "best.pt" if run.best else None
+    best_score = None
+    if run.best:
+        best_score = Score(run.best[0], float("nan"), float("nan"), 0)
+    return TrainResult(s.out, s.out / "last.pt", best, run.iteration, best_score,
+                       time.perf_counter() - start)

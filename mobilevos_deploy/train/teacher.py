@@ -1,0 +1,155 @@
+"""The infinite-memory teacher: an STCN-style space-time-memory network.
+
+Differences from the students, as in STCN: a larger key encoder (ResNet18 here, wider
+projections and decoder), a value encoder that sees the frame as well as the mask, and a
+memory that is never trimmed: the first frame, then every ``mem_every``-th frame, kept
+for the whole clip. It runs only in training (never exported), so its memory is a growing
+list of tensors concatenated per frame.
+
+Interface: :meth:`Teacher.clip` returns, for frames 1..T-1, the representation before
+the final conv (B x D x H/4 x W/4) and the mask logits (B x 1 x H x W).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..checkpoint import _read
+from ..config import StudentConfig
+from ..errors import CheckpointError
+from ..files import atomic_path
+from ..nn.readout import MemoryReadout
+from ..student import Decoder, KeyEncoder, ValueEncoder, _init_weights
+
+KIND = "mobilevos-teacher"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    key_backbone: str = "resnet18"
+    key_dim: int = 64
+    value_dim: int = 256
+    query_dim: int = 256
+    decoder_dims: tuple[int, int, int] = (256, 128, 64)
+    aspp: bool = False
+
+    def parts(self) -> StudentConfig:
+        """The same channel choices in the students' config type (the parts are shared);
+        the value encoder reads frame (3) + object mask + other objects."""
+        return StudentConfig(key_backbone=self.key_backbone, key_dim=self.key_dim,
+                             value_dim=self.value_dim, query_dim=self.query_dim,
+                             decoder_dims=self.decoder_dims, aspp=self.aspp,
+                             value_in_channels=5)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.decoder_dims[2]
+
+
+DEFAULT_TEACHER = TeacherConfig()
+
+
+class TeacherFrame(NamedTuple):
+    features: torch.Tensor  # B x D x H/4 x W/4 - representation before the final conv
+    logits: torch.Tensor  # B x 1 x H x W
+
+
+class TeacherMemory(NamedTuple):
+    keys: torch.Tensor  # B x Ck x N - every remembered frame, N grows by h*w per frame
+    values: torch.Tensor  # B x Cv x N
+    frame: int  # index of the last frame seen
+
+
+class Teacher(nn.Module):
+    def __init__(self, cfg: TeacherConfig = DEFAULT_TEACHER, mem_every: int = 5) -> None:
+        super().__init__()
+        if mem_every < 1:
+            raise ValueError(f"mem_every must be >= 1, got {mem_every}")
+        self.config = cfg
+        self.mem_every = mem_every
+        parts = cfg.parts()
+        self.key_encoder = KeyEncoder(parts)
+        c4, c8, c16 = self.key_encoder.trunk.channels
+        self.value_encoder = ValueEncoder(parts, c16)
+        self.readout = MemoryReadout(cfg.key_dim)
+        self.decoder = Decoder(parts, (c4, c8))
+
+    def encode_value(self, frame: torch.Tensor, prob: torch.Tensor,
+                     key_f16: torch.Tensor) -> torch.Tensor:
+        # frame: B x 3 x H x W, prob: B x 1 x H x W → B x Cv x h x w
+        masks = torch.cat([frame, prob, torch.zeros_like(prob)], dim=1)
+        return self.value_encoder(masks, key_f16)
+
+    def start(self, frame: torch.Tensor, mask: torch.Tensor) -> TeacherMemory:
+        """Frame 0 and its given mask (B x 1 x H x W) → the memory."""
+        enc = self.key_encoder(frame)
+        return TeacherMemory(enc.key.flatten(2),
+                             self.encode_value(frame, mask, enc.f16).flatten(2), 0)
+
+    def step(self, frame: torch.Tensor, memory: TeacherMemory,
+             remember: bool = True) -> tuple[TeacherFrame, TeacherMemory]:
+        """The next frame against the whole memory; every ``mem_every``-th frame is added
+        to it (``remember=False`` skips that, for the last frame of a clip)."""
+        t = memory.frame + 1
+        enc = self.key_encoder(frame)
+        keys, values = memory.keys, memory.values
+        readout = self.readout(keys, values, torch.ones_like(keys[:, :1]), enc.key)
+        features = self.decoder.features(readout, enc.query, enc.f8, enc.f4)
+        logits = self.decoder.head(features)
+        if remember and t % self.mem_every == 0:
+            value = self.encode_value(frame, torch.sigmoid(logits), enc.f16)
+            keys = torch.cat([keys, enc.key.flatten(2)], dim=2)
+            values = torch.cat([values, value.flatten(2)], dim=2)
+        return TeacherFrame(features, logits), TeacherMemory(keys, values, t)
+
+    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor) -> list[TeacherFrame]:
+        """frames: B x T x 3 x H x W, first_mask: B x 1 x H x W → T-1 outputs (frames 1..)."""
+        memory = self.start(frames[:, 0], first_mask)
+        out = []
+        for t in range(1, frames.shape[1]):
+            frame_out, memory = self.step(frames[:, t], memory, t < frames.shape[1] - 1)
+            out.append(frame_out)
+        return out
+
+
+def build_teacher(cfg: TeacherConfig = DEFAULT_TEACHER, seed: int = 0,
+                  mem_every: int = 5) -> Teacher:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        teacher = Teacher(cfg, mem_every)
+        _init_weights(teacher)
+    return teacher.eval()
+
+
+def save_teacher(path: str | Path, teacher: Teacher) -> Path:
+    path = Path(path)
+    payload = {"kind": KIND, "config": dataclasses.asdict(teacher.config),
+               "state_dict": {k: v.detach().cpu().clone()
+                              for k, v in teacher.state_dict().items()}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher:
+    """A teacher written by :func:`save_teacher` (``mvos-train --model teacher``)."""
+    path = Path(path)
+    obj = _read(path)
+    if not isinstance(obj, dict) or obj.get("kind") != KIND:
+        raise CheckpointError(
+            f"{path} is not a teacher checkpoint (no kind {KIND!r}); train one with "
+            "`mvos-train --model teacher`, or leave out --teacher for cross-entropy only.")
+    try:
+        cfg = TeacherConfig(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in obj["config"].items()})
+        teacher = Teacher(cfg, mem_every)
+        teacher.load_state_dict(obj["state_dict"], strict=True)
+    except (TypeError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the teacher does not load ({str(exc)[:300]})") from None
+    return teacher.eval()

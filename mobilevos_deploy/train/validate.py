@@ -1,0 +1,83 @@
+"""Validation J&F: run a network over held-out DAVIS-layout sequences with mvos-run's
+runner and score the masks with mvos-eval's :func:`evaluate`."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backends import TorchBackend
+from ..evaluate import evaluate
+from ..runner import run_video
+from ..stages import check_size
+from ..student import Student
+from .data import _level
+from .teacher import Teacher, TeacherMemory
+
+
+@dataclass(frozen=True)
+class Score:
+    jf: float
+    j: float
+    f: float
+    sequences: int
+
+
+@dataclass
+class TeacherBackend:
+    """The teacher behind mvos-run's backend interface (one object per state, memory
+    unbounded), so it is scored exactly as the students are."""
+
+    teacher: Teacher
+    height: int
+    width: int
+    name: str = "teacher"
+    precision: str = "fp32"
+    queue: int = 0  # 0: unbounded
+
+    def __post_init__(self) -> None:
+        check_size(self.height, self.width)
+
+    @torch.inference_mode()
+    def init(self, frame: np.ndarray, mask: np.ndarray) -> TeacherMemory:
+        return self.teacher.start(torch.from_numpy(frame), torch.from_numpy(mask))
+
+    @torch.inference_mode()
+    def step(self, frame: np.ndarray, states: list[TeacherMemory]
+             ) -> tuple[list[np.ndarray], list[TeacherMemory]]:
+        probs, nxt = [], []
+        for memory in states:
+            out, memory = self.teacher.step(torch.from_numpy(frame), memory)
+            probs.append(torch.sigmoid(out.logits)[0, 0].numpy())
+            nxt.append(memory)
+        return probs, nxt
+
+
+def validate(network: Student | Teacher, root: Path, size: tuple[int, int],
+             queue: int = 2) -> Score:
+    """J&F mean over every sequence of ``root`` (DAVIS layout), first mask given."""
+    root = Path(root)
+    images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
+    was_training = network.training
+    network.eval()
+    if isinstance(network, Teacher):
+        backend = TeacherBackend(network, *size)
+    else:
+        backend = TorchBackend(network, queue, *size)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mvos-val-") as tmp:
+            names = []
+            for seq in sorted(d for d in images.iterdir() if d.is_dir()):
+                first = sorted((annotations / seq.name).glob("*.png"))
+                if first:
+                    run_video(backend, seq, first[0], Path(tmp) / seq.name)
+                    names.append(seq.name)
+            result = evaluate(Path(tmp), annotations, names)
+    finally:
+        network.train(was_training)
+    g = result.global_row()
+    return Score(g["J&F-Mean"], g["J-Mean"], g["F-Mean"], len(names))
