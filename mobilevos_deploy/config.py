@@ -13,14 +13,14 @@ from typing import Any
 
 from .errors import UserError
 
-KEY_BACKBONES = ("resnet18", "mobilenetv2")
+KEY_BACKBONES = ("resnet18", "resnet34", "mobilenetv2")  # resnet34: the teacher's
 
 
 @dataclass(frozen=True)
 class StudentConfig:
     """Channel choices of one student. All strides are relative to the input frame."""
 
-    key_backbone: str  # "resnet18" | "mobilenetv2": trunk of the key (query) encoder
+    key_backbone: str  # "resnet18" | "resnet34" | "mobilenetv2": key (query) encoder trunk
     key_dim: int = 64  # Ck: channels of memory / query keys
     value_dim: int = 96  # Cv: channels of memory values
     query_dim: int = 64  # channels of the query-side stride-16 features fed to the decoder

@@ -27,6 +27,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def make_trunk(name: str, in_channels: int) -> MobileNetV2Trunk | ResNet18Trunk:
     if name == "resnet18":
         return ResNet18Trunk(in_channels)
+    if name == "resnet34":
+        return ResNet18Trunk(in_channels, blocks=(3, 4, 6))
     return MobileNetV2Trunk(in_channels)
 
 

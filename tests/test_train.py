@@ -149,7 +149,7 @@ def test_train_student_logs_every_term_validates_and_exports(dataset, teacher_ck
     for name, module in load_checkpoint(out / "last.pt").student.named_modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             for key in ("weight", "bias", "running_mean", "running_var"):
-                torch.testing.assert_close(after[f"{name}.{key}"], before[f"{name}.{key}"])
+                assert torch.equal(after[f"{name}.{key}"], before[f"{name}.{key}"]), name
     from mobilevos_deploy.cli.export import main as export_main
 
     exported = CliRunner().invoke(export_main, ["--ckpt", str(out / "last.pt"), "--queue", "2",
@@ -186,8 +186,37 @@ def test_resume_continues_and_refuses_other_settings(dataset, tmp_path):
     assert "batch" in bad.output
 
 
+def test_teacher_trains_with_the_memory_it_distils_with(tmp_path):
+    from mobilevos_deploy.train.loop import TrainSettings, _Run
+    from mobilevos_deploy.train.losses import LossConfig
+
+    run = _Run(TrainSettings(model="teacher", out=tmp_path, iters=1, teacher_mem_every=1,
+                             loss=LossConfig(logit=False, repr=False)))
+    assert run.network.mem_every == 1
+
+
+def test_resume_takes_this_calls_learning_rate(dataset, tmp_path):
+    from mobilevos_deploy.train.loop import TrainSettings, _Run
+    from mobilevos_deploy.train.losses import LossConfig
+
+    base = dict(model="mobilenetv2-noaspp", out=tmp_path, iters=1, data=(dataset / "train",),
+                size=(64, 64), batch=1, frames=3, loss=LossConfig(logit=False, repr=False))
+    first = _Run(TrainSettings(**base, lr=1e-4))
+    first.step()
+    first.save_state()
+    again = _Run(TrainSettings(**base, lr=3e-5, weight_decay=0.0))
+    again.load_state()
+    assert [(g["lr"], g["weight_decay"]) for g in again.optimizer.param_groups] == [
+        (3e-5, 0.0)]
+    assert again.iteration == 1
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "no training data"),
+    (["--data", "{train}", "--loss", "ce", "--val", "{missing}", "--val-every", "1"],
+     "validation clips"),
+    (["--data", "{train}", "--teacher", "{missing}"], "teacher checkpoint not found"),
+    (["--data", "{train}", "--loss", "ce", "--static-iters", "5"], "--static"),
     (["--data", "{train}", "--loss", "ce+logit"], "--teacher"),
     (["--data", "{train}", "--teacher", "{student}"], "not a teacher checkpoint"),
     (["--data", "{missing}", "--loss", "ce"], "JPEGImages"),
@@ -228,6 +257,7 @@ def test_greedy_soup_keeps_only_ingredients_that_do_not_lower_the_score(monkeypa
         return Score(value, value, value, 1)
 
     monkeypatch.setattr(soup_module, "validate", score)
+    monkeypatch.setattr(soup_module, "check_val_root", lambda root: None)
     paths = []
     for offset in (0.8, 1.4, 3.0, 1.0):  # → distances 0.2, 0.4, 2.0, 0.0
         student = build_student(cfg, seed=0)
@@ -261,6 +291,19 @@ def test_soup_refuses_mixed_variants(tmp_path, dataset):
                                             "--out", str(tmp_path / "soup.pt")])
     assert result.exit_code == 2 and "one variant" in result.output
     assert not (tmp_path / "soup.pt").exists()
+
+
+def test_soup_checks_val_and_out_before_scoring(tmp_path, dataset):
+    cfg = get_variant("mobilenetv2-noaspp").config
+    paths = [save_checkpoint(tmp_path / f"{s}.pt", build_student(cfg, seed=s),
+                             "mobilenetv2-noaspp") for s in (0, 1)]
+    bad_val = CliRunner().invoke(soup_main, [*map(str, paths), "--val", str(tmp_path / "no"),
+                                             "--out", str(tmp_path / "soup.pt")])
+    assert bad_val.exit_code == 2 and "validation clips" in bad_val.output
+    bad_out = CliRunner().invoke(soup_main, [*map(str, paths), "--val", str(dataset / "val"),
+                                             "--out", str(tmp_path / "no" / "soup.pt")])
+    assert bad_out.exit_code == 2 and "no such folder" in bad_out.output
+    assert "J&F" not in bad_out.output  # refused before any validation ran
 
 
 def test_soup_on_real_validation(dataset, tmp_path):

@@ -142,6 +142,19 @@ def test_random_sampling_draws_the_same_count_anywhere():
     assert bool((picked & ~edge).any())  # not just the boundary
 
 
+def test_random_sampling_switch_in_the_loss():
+    s_logit, s_embed, t_logit, t_feat = _outputs(2)
+    target = torch.cat([_square(), _square(lo=30, hi=34)])
+    boundary = mobilevos_loss(LossConfig(), target, s_logit, s_embed, t_logit, t_feat, _gen())
+    rand = mobilevos_loss(LossConfig(sampling="random"), target, s_logit, s_embed, t_logit,
+                          t_feat, _gen())
+    assert rand.sampled == boundary.sampled > 0
+    assert rand.logit != pytest.approx(boundary.logit)  # other pixels, other values
+    wider = mobilevos_loss(LossConfig(radius=3), target, s_logit, s_embed, t_logit, t_feat,
+                           _gen())
+    assert wider.sampled > boundary.sampled
+
+
 def test_cap_samples_bounds_each_frame():
     pixels = torch.ones(3, 16, 16, dtype=torch.bool)
     pixels[1] = False

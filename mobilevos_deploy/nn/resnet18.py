@@ -31,7 +31,8 @@ class ResNet18Trunk(nn.Module):
 
     channels = (64, 128, 256)
 
-    def __init__(self, in_channels: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, blocks: tuple[int, int, int] = (2, 2, 2)) -> None:
+        # blocks per stage: (2, 2, 2) is ResNet18's, (3, 4, 6) ResNet34's (the teacher's)
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
@@ -39,12 +40,17 @@ class ResNet18Trunk(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),
         )
-        self.layer1 = nn.Sequential(BasicBlock(64, 64, 1), BasicBlock(64, 64, 1))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128, 1))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256, 1))
+        self.layer1 = _stage(64, 64, 1, blocks[0])
+        self.layer2 = _stage(64, 128, 2, blocks[1])
+        self.layer3 = _stage(128, 256, 2, blocks[2])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # x: B x in_channels x H x W
         f4 = self.layer1(self.stem(x))
         f8 = self.layer2(f4)
         return f4, f8, self.layer3(f8)
+
+
+def _stage(in_ch: int, out_ch: int, stride: int, count: int) -> nn.Sequential:
+    return nn.Sequential(BasicBlock(in_ch, out_ch, stride),
+                         *(BasicBlock(out_ch, out_ch, 1) for _ in range(count - 1)))

@@ -167,15 +167,20 @@ class StaticClips:
         self.rotate, self.elastic = rotate, elastic
 
     def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        image_path, mask_path = self.pairs[int(torch.randint(len(self.pairs), (1,),
-                                                             generator=gen))]
-        image = cv2.resize(_rgb(image_path), self.size[::-1], interpolation=cv2.INTER_AREA)
-        mask = (read_mask(mask_path) > 0).astype(np.float32)
-        mask = cv2.resize(mask, self.size[::-1], interpolation=cv2.INTER_NEAREST)
-        base = torch.cat([_to_tensor(image), torch.from_numpy(mask)[None]])[None]
-        warped = torch.cat([deform(base, gen, self.rotate, self.elastic)
-                            for _ in range(self.frames)])
-        return warped[:, :3].clamp(0, 1), (warped[:, 3] > 0.5).float()
+        for _ in range(20):
+            image_path, mask_path = self.pairs[int(torch.randint(len(self.pairs), (1,),
+                                                                 generator=gen))]
+            image = cv2.resize(_rgb(image_path), self.size[::-1], interpolation=cv2.INTER_AREA)
+            mask = (read_mask(mask_path) > 0).astype(np.float32)
+            mask = cv2.resize(mask, self.size[::-1], interpolation=cv2.INTER_NEAREST)
+            base = torch.cat([_to_tensor(image), torch.from_numpy(mask)[None]])[None]
+            warped = torch.cat([deform(base, gen, self.rotate, self.elastic)
+                                for _ in range(self.frames)])
+            masks = (warped[:, 3] > 0.5).float()
+            if masks[0].sum() >= MIN_OBJECT_PIXELS:
+                return warped[:, :3].clamp(0, 1), masks
+        raise UserError("20 random still images in a row had (almost) empty masks; check "
+                        "masks/ (non-zero pixels are the object)")
 
 
 def deform(image: torch.Tensor, gen: torch.Generator, rotate: float = 20.0,

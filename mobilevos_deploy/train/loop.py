@@ -33,7 +33,7 @@ from ..student import Student, build_student
 from .data import StaticClips, VideoClips, make_batch
 from .losses import LossConfig, mobilevos_loss
 from .teacher import Teacher, TeacherConfig, build_teacher, load_teacher, save_teacher
-from .validate import Score, validate
+from .validate import Score, check_val_root, validate
 
 STATE = "train_state.pt"
 LOG = "log.jsonl"
@@ -130,10 +130,10 @@ class _Run:
 
     def _networks(self) -> tuple[nn.Module, nn.Module | None, Teacher | None]:
         s = self.s
-        if self.is_teacher:
+        if self.is_teacher:  # trained with the memory it will distil with
             if s.init is not None:
-                return load_teacher(s.init), None, None
-            return build_teacher(TeacherConfig(), seed=s.seed), None, None
+                return load_teacher(s.init, s.teacher_mem_every), None, None
+            return build_teacher(TeacherConfig(), s.seed, s.teacher_mem_every), None, None
         if s.init is not None:
             loaded = load_checkpoint(s.init, self.variant)
             student = loaded.student
@@ -228,6 +228,8 @@ class _Run:
         if self.embedding is not None:
             self.embedding.load_state_dict(payload["embedding"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        for group in self.optimizer.param_groups:  # --lr / --weight-decay of this call
+            group["lr"], group["weight_decay"] = self.s.lr, self.s.weight_decay
         self.gen.set_state(payload["generator"])
         self.iteration = payload["iteration"]
         self.best = tuple(payload["best"]) if payload["best"] else None
@@ -246,8 +248,13 @@ def _trim_log(path: Path, iteration: int) -> None:
     """Drop the records of iterations after the resumed checkpoint (they are redone)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["iter"] <= iteration]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iteration:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
 
@@ -262,6 +269,10 @@ def train(s: TrainSettings, resume: bool = False, progress: bool = True,
                         "--static (images/ + masks/)")
     if s.val_every and s.val is None:
         raise UserError("--val-every needs --val (a DAVIS-layout folder of held-out clips)")
+    if s.val is not None:
+        check_val_root(s.val)
+    if s.static_iters and not s.static:
+        raise UserError("--static-iters needs --static (images/ + masks/)")
     _check_out(s.out, resume)
     run = _Run(s)
     s.out.mkdir(parents=True, exist_ok=True)

@@ -162,7 +162,7 @@ class LossConfig:
     top_ratio: float = 1.0  # < 1: bootstrapped CE over the hardest pixels
     sampling: str = "boundary"  # "boundary" | "random" (ablation: same count, anywhere)
     radius: int = 1  # boundary dilation, in feature cells (4 pixels each)
-    max_samples: int = 1024  # per frame, bounds the N x N correlations
+    max_samples: int = 1024  # per frame in the correlation loss, bounds its N x N matrices
 
     @property
     def needs_teacher(self) -> bool:
@@ -203,7 +203,6 @@ def mobilevos_loss(cfg: LossConfig, target: torch.Tensor, student_logits: torch.
             pixels = random_pixels(pixels, generator)
         elif cfg.sampling != "boundary":
             raise ValueError(f"sampling must be 'boundary' or 'random', got {cfg.sampling!r}")
-        pixels = cap_samples(pixels, cfg.max_samples, generator)
         sampled = int(pixels.sum())
         if cfg.logit:
             if teacher_logits is None:
@@ -212,6 +211,7 @@ def mobilevos_loss(cfg: LossConfig, target: torch.Tensor, student_logits: torch.
             total, logit_value = total + kd, float(kd.detach())
         if cfg.repr:
             zt = None if teacher_features is None else teacher_features.detach()
-            rep, _ = representation_loss(student_embedding, zt, target, pixels, cfg.omega)
+            capped = cap_samples(pixels, cfg.max_samples, generator)
+            rep, _ = representation_loss(student_embedding, zt, target, capped, cfg.omega)
             total, repr_value = total + rep, float(rep.detach())
     return LossTerms(total, float(poly.detach()), logit_value, repr_value, sampled)

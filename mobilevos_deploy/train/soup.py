@@ -12,7 +12,7 @@ import torch
 from ..checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..student import build_student
-from .validate import Score, validate
+from .validate import Score, check_val_root, validate
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ def greedy_soup(checkpoints: list[Path], val: Path, size: tuple[int, int], out: 
                 queue: int = 2, echo=print) -> SoupResult:
     if len(checkpoints) < 2:
         raise UserError("a soup needs at least two checkpoints")
+    check_val_root(val)
+    if not Path(out).parent.is_dir():
+        raise UserError(f"{Path(out).parent}: no such folder for --out")
     loaded = [load_checkpoint(p) for p in checkpoints]
     _same_variant(loaded)
     variant, cfg = loaded[0].variant, loaded[0].config

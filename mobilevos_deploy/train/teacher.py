@@ -1,10 +1,10 @@
 """The infinite-memory teacher: an STCN-style space-time-memory network.
 
-Differences from the students, as in STCN: a larger key encoder (ResNet18 here, wider
-projections and decoder), a value encoder that sees the frame as well as the mask, and a
-memory that is never trimmed: the first frame, then every ``mem_every``-th frame, kept
-for the whole clip. It runs only in training (never exported), so its memory is a growing
-list of tensors concatenated per frame.
+Differences from the students, as in STCN: a larger key encoder (ResNet34 up to stride
+16 here, STCN has a ResNet50; wider projections and decoder), a value encoder that sees
+the frame as well as the mask, and a memory that is never trimmed: the first frame,
+then every ``mem_every``-th frame, kept for the whole clip. It runs only in training
+(never exported), so its memory is a growing list of tensors concatenated per frame.
 
 Interface: :meth:`Teacher.clip` returns, for frames 1..T-1, the representation before
 the final conv (B x D x H/4 x W/4) and the mask logits (B x 1 x H x W).
@@ -32,7 +32,7 @@ KIND = "mobilevos-teacher"
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    key_backbone: str = "resnet18"
+    key_backbone: str = "resnet34"  # larger than every student's key encoder
     key_dim: int = 64
     value_dim: int = 256
     query_dim: int = 256
@@ -140,6 +140,9 @@ def save_teacher(path: str | Path, teacher: Teacher) -> Path:
 def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher:
     """A teacher written by :func:`save_teacher` (``mvos-train --model teacher``)."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"teacher checkpoint not found: {path}; train one with "
+                              "`mvos-train --model teacher`, or use --loss ce (no teacher)")
     obj = _read(path)
     if not isinstance(obj, dict) or obj.get("kind") != KIND:
         raise CheckpointError(
@@ -150,6 +153,6 @@ def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher:
                                for k, v in obj["config"].items()})
         teacher = Teacher(cfg, mem_every)
         teacher.load_state_dict(obj["state_dict"], strict=True)
-    except (TypeError, KeyError, RuntimeError) as exc:
+    except (TypeError, KeyError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the teacher does not load ({str(exc)[:300]})") from None
     return teacher.eval()

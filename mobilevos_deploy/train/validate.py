@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..backends import TorchBackend
+from ..errors import UserError
 from ..evaluate import evaluate
 from ..runner import run_video
 from ..stages import check_size
@@ -55,6 +56,17 @@ class TeacherBackend:
             probs.append(torch.sigmoid(out.logits)[0, 0].numpy())
             nxt.append(memory)
         return probs, nxt
+
+
+def check_val_root(root: Path) -> None:
+    """A UserError unless ``root`` holds DAVIS-layout sequences with first masks."""
+    images, annotations = _level(Path(root), "JPEGImages"), _level(Path(root), "Annotations")
+    if not images.is_dir() or not annotations.is_dir():
+        raise UserError(f"{root}: validation clips need JPEGImages/ and Annotations/ "
+                        "(DAVIS layout; mvos-synth writes one)")
+    if not any(any((annotations / d.name).glob("*.png")) for d in images.iterdir()
+               if d.is_dir()):
+        raise UserError(f"{root}: no sequence has an annotated first frame")
 
 
 def validate(network: Student | Teacher, root: Path, size: tuple[int, int],
