@@ -200,7 +200,7 @@ def deform(image: torch.Tensor, gen: torch.Generator, rotate: float = 20.0,
                           [sin, cos, uniform(-0.1, 0.1)]])[None]
     grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
     coarse = (torch.rand(1, 2, 4, 4, generator=gen) * 2 - 1) * 2 * elastic
-    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
     grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)
