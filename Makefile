@@ -4,20 +4,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# TensorFlow 2.17.1 alone, for the GPU-delegate check (mobilevos_deploy/export/gpu_check.py)
+# The GPU venv: TensorFlow 2.17.1's analyzer (export/gpu_check.py) and ai-edge-litert 2.3's
+# GPU accelerator (export/gpu_worker.py), apart from the main venv's onnx2tf pins
 CHECKER := .venv-gpucheck
 CHECKER_STAMP := $(CHECKER)/.installed
+# a software Vulkan device for that accelerator (SwiftShader, from Debian's chromium-common)
+VULKAN_STAMP := .vulkan/.installed
 
 # the demo's generated clip (mvos-synth, DAVIS layout) and the model it runs
 DEMO_MODEL := export/mobilenetv2-noaspp_q2_480x864
 DEMO_CLIP := results/synth/JPEGImages/480p/synth
 DEMO_MASK := results/synth/Annotations/480p/synth/00000.png
 
-.PHONY: demo test lint venv gpu-checker clean
+.PHONY: demo test lint venv gpu-venv gpu-checker vulkan clean
 
-venv: $(STAMP) $(CHECKER_STAMP)
+venv: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
 
-gpu-checker: $(CHECKER_STAMP)
+gpu-venv gpu-checker: $(CHECKER_STAMP)
+
+vulkan: $(VULKAN_STAMP)
+
+$(VULKAN_STAMP): env/get-swiftshader.sh
+	env/get-swiftshader.sh .vulkan
+	touch $@
 
 $(CHECKER_STAMP): env/requirements-gpucheck.lock.txt
 	test -x $(CHECKER)/bin/python || $(PYTHON) -m venv $(CHECKER)
@@ -33,7 +42,7 @@ $(STAMP): env/requirements.lock.txt env/constraints.txt setup.cfg pyproject.toml
 		--no-deps --no-build-isolation -e .
 	touch $@
 
-demo: $(STAMP) $(CHECKER_STAMP)
+demo: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
 	$(BIN)/mvos-info --size 480x864 --queue 2
 	$(BIN)/mvos-export --queue 2 --size 480x864
 	$(BIN)/mvos-bench --queue 1-2 --size 480x864 --runs 10 --warmup 2 \
@@ -51,8 +60,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check mobilevos_deploy tests
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-test: $(STAMP) $(CHECKER_STAMP)
+test: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) $(CHECKER) build *.egg-info
+	rm -rf $(VENV) $(CHECKER) .vulkan build *.egg-info

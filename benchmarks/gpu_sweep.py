@@ -1,11 +1,19 @@
-"""GPU-delegate verdict for every variant, queue and precision (conversion + checker only).
+"""GPU verdicts for every variant and queue: LiteRT's GPU accelerator and TF 2.17's analyzer.
 
     python benchmarks/gpu_sweep.py [--size 480x864] [--queues 1-20] [--variants all]
+                                   [--run-queues 1,2,20]
 
-For each (variant, queue) the init and step graphs are exported to ONNX, converted to
-TFLite fp32 and fp16 exactly as mvos-export does, and checked with TensorFlow 2.17's
-analyzer. The parity gates are skipped (mvos-export runs them on every export); this
-sweep only answers "does every file run entirely on the GPU delegate?".
+For each (variant, queue) the init and step graphs are exported to ONNX and converted to
+TFLite fp32 and fp16 exactly as mvos-export does. Then:
+- TensorFlow 2.17.1's analyzer checks all four files (the classic delegate's rules);
+- LiteRT's GPU accelerator compiles the two fp16 files for the GPU alone (fully
+  accelerated, or the ops it refuses);
+- the largest tensor of the step graph is found (bytes at fp32: what one GPU buffer
+  must hold; the affinity is usually it);
+- at ``--run-queues``, one step of the fp16 file runs on the GPU (fp32 enforced) and is
+  compared with LiteRT's CPU interpreter on the same file and inputs (max abs error over
+  all outputs), to see what the backend does with large buffers.
+The parity gates are skipped (mvos-export runs them on every export).
 """
 
 from __future__ import annotations
@@ -15,12 +23,43 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from mobilevos_deploy.cli import parse_queues
 from mobilevos_deploy.config import get_variant, variant_names
 from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import check_gpu
+from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16
 from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
+from mobilevos_deploy.export.runtimes import tflite_shape
 from mobilevos_deploy.student import build_student
+
+
+def largest_tensor(path: Path) -> tuple[int, str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    size, name = max((int(np.prod(d["shape"])) * 4, d["name"]) for d in details)
+    return size, name
+
+
+def gpu_vs_cpu(session: GpuSession, path: Path, spec) -> tuple[float, float]:
+    """Max abs difference GPU vs CPU interpreter on one step, and the GPU step's seconds."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(0)
+    feeds = {t.name: rng.random(tflite_shape(t.shape), dtype=np.float32) for t in spec.inputs}
+    if "mem_valid" in feeds:
+        feeds["mem_valid"][:] = 1.0
+    cpu = Interpreter(model_path=str(path), num_threads=2).get_signature_runner(
+        "serving_default")(**feeds)
+    session.load("probe_step", path)
+    start = time.perf_counter()
+    gpu = session.run("probe_step", feeds)
+    seconds = time.perf_counter() - start
+    err = max(float(np.max(np.abs(gpu[k] - cpu[k]))) if np.isfinite(gpu[k]).all()
+              else float("inf") for k in cpu)
+    return err, seconds
 
 
 def main() -> None:
@@ -28,32 +67,51 @@ def main() -> None:
     parser.add_argument("--size", default="480x864")
     parser.add_argument("--queues", default="1-20")
     parser.add_argument("--variants", default="all")
+    parser.add_argument("--run-queues", default="1,2,20")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     variants = variant_names() if args.variants == "all" else args.variants.split(",")
-    print(f"# GPU-delegate check, {height}x{width}, TensorFlow 2.17.1 analyzer")
-    print("| variant | queue | files | verdict | fp16 DEQUANTIZE ops recognised | flagged | s |")
-    print("|---|---|---|---|---|---|---|")
-    for name in variants:
-        student = build_student(get_variant(name).config)
-        for queue in parse_queues(args.queues):
-            start = time.perf_counter()
-            with tempfile.TemporaryDirectory() as tmp:
-                specs = graph_specs(student, queue, height, width)
-                graphs = {}
-                for graph in ("init", "step"):
-                    path = Path(tmp) / f"{graph}.onnx"
-                    export_onnx(graph_module(student, queue, graph), specs[graph], path)
-                    graphs[graph] = (path, specs[graph])
-                files = convert_graphs(graphs, Path(tmp) / "work")
-                reports = check_gpu(list(files.values()))
-            flagged = sorted({f"{n}: {f.op}" for n, r in reports.items() for f in r.flagged})
-            ok = all(r.compatible for r in reports.values())
-            print(f"| {name} | {queue} | {len(reports)} | "
-                  f"{'compatible' if ok else 'INCOMPATIBLE'} | "
-                  f"{sum(r.exempt_fp16_dequantize for r in reports.values())} | "
-                  f"{', '.join(flagged) or '-'} | {time.perf_counter() - start:.0f} |",
-                  flush=True)
+    run_queues = set(parse_queues(args.run_queues))
+    with GpuSession() as session, tempfile.TemporaryDirectory() as probe_dir:
+        fp16 = computes_in_fp16(session, Path(probe_dir))  # also selects the adapter
+        device = session.adapter.describe() if session.adapter else "no Vulkan device"
+        print(f"# {height}x{width}; LiteRT GPU accelerator on {device} (fp16 compute "
+              f"{'available' if fp16 else 'not available'}); TensorFlow 2.17.1 analyzer")
+        print("| variant | queue | LiteRT GPU (fp16 init + step) | refused ops | "
+              "TF 2.17 analyzer (4 files) | flagged | largest step tensor | "
+              "GPU vs CPU, one step | GPU step s | s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name in variants:
+            student = build_student(get_variant(name).config)
+            for queue in parse_queues(args.queues):
+                start = time.perf_counter()
+                with tempfile.TemporaryDirectory() as tmp:
+                    specs = graph_specs(student, queue, height, width)
+                    graphs = {}
+                    for graph in ("init", "step"):
+                        path = Path(tmp) / f"{graph}.onnx"
+                        export_onnx(graph_module(student, queue, graph), specs[graph], path)
+                        graphs[graph] = (path, specs[graph])
+                    files = convert_graphs(graphs, Path(tmp) / "work")
+                    reports = check_gpu(list(files.values()))
+                    loads = {g: session.load(f"{g}_fp16", files[f"{g}_fp16"])
+                             for g in ("init", "step")}
+                    size, tensor = largest_tensor(files["step_fp16"])
+                    err, gpu_s = (gpu_vs_cpu(session, files["step_fp16"], specs["step"])
+                                  if queue in run_queues else (None, None))
+                flagged = sorted({f"{n}: {f.op}" for n, r in reports.items()
+                                  for f in r.flagged})
+                refused = sorted({f"{g}: {u['op']}" for g, r in loads.items()
+                                  for u in r.unsupported})
+                full = all(r.fully_accelerated for r in loads.values())
+                ok = all(r.compatible for r in reports.values())
+                print(f"| {name} | {queue} | {'fully accelerated' if full else 'NOT FULLY'} | "
+                      f"{', '.join(refused) or '-'} | "
+                      f"{'compatible' if ok else 'INCOMPATIBLE'} | {', '.join(flagged) or '-'} | "
+                      f"{size / 2**20:.1f} MiB (`{tensor[:40]}`) | "
+                      f"{'-' if err is None else f'{err:.1e}'} | "
+                      f"{'-' if gpu_s is None else f'{gpu_s:.1f}'} | "
+                      f"{time.perf_counter() - start:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

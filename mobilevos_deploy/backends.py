@@ -10,6 +10,10 @@ probs: one H x W float32 array per object; a state is the tuple (mem_keys, mem_v
 mem_valid) in the graph's declared (ONNX) layouts. PyTorch encodes the frame once and
 reads every object's memory against that one encoding; the exported step graph has the
 frame encoder inside it, so ONNX Runtime and LiteRT run the whole step once per object.
+
+``tflite-gpu`` runs the TFLite files on LiteRT's GPU accelerator (export/gpu_run.py) on
+whatever Vulkan device is present, with precision loss allowed as on a phone; ``device``
+names it, and a software device (SwiftShader) is no GPU: its latency is not a GPU figure.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from .export.manifest import MANIFEST
 from .stages import STATE_NAMES, InitStage, StepStage, TensorSpec, check_size
 from .student import Student
 
-BACKENDS = ("torch", "onnx", "tflite")
+BACKENDS = ("torch", "onnx", "tflite", "tflite-gpu")
 State = tuple[np.ndarray, ...]
 
 
@@ -40,6 +44,7 @@ class TorchBackend:
     width: int
     name: str = "torch"
     precision: str = "fp32"
+    device: str = "cpu"
     _init: InitStage = field(init=False, repr=False)
     _step: StepStage = field(init=False, repr=False)
 
@@ -81,9 +86,10 @@ class GraphBackend:
 
     folder: Path
     manifest: dict
-    name: str  # "onnx" | "tflite"
+    name: str  # "onnx" | "tflite" | "tflite-gpu"
     precision: str
     threads: int = 2
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         from .export.runtimes import onnx_runner, tflite_runner
@@ -92,7 +98,9 @@ class GraphBackend:
         self.queue = self.manifest["queue"]
         init, step = _spec(self.manifest, "init"), _spec(self.manifest, "step")
         self._state_out = step.output_names[1:]
-        if self.name == "onnx":
+        if self.name == "tflite-gpu":
+            self._init, self._run = self._open_gpu(init, step)
+        elif self.name == "onnx":
             self._init = onnx_runner(self.folder / "init.onnx", init, self.threads)
             self._run = onnx_runner(self.folder / "step.onnx", step, self.threads)
         else:
@@ -100,6 +108,26 @@ class GraphBackend:
                                        self.threads)
             self._run = tflite_runner(self.folder / f"step_{self.precision}.tflite", step,
                                       self.threads)
+
+    def _open_gpu(self, init: GraphSpec, step: GraphSpec):
+        from .export.gpu_gate import delegation_rows
+        from .export.gpu_run import GpuSession
+        from .export.runtimes import gpu_runner
+
+        self._session = GpuSession()
+        reports = {}
+        for graph in ("init", "step"):
+            path = self.folder / f"{graph}_{self.precision}.tflite"
+            reports[path.name] = self._session.load(graph, path, enforce_f32=False)
+        refused = delegation_rows(reports)
+        if refused:
+            self._session.close()
+            raise UserError("LiteRT's GPU accelerator does not run these ops of the export:\n"
+                            + "\n".join(refused) + "\nRun it with --backend tflite instead.")
+        adapter = self._session.adapter
+        self.device = adapter.describe() if adapter else "unknown GPU device"
+        return (gpu_runner(self._session, "init", init),
+                gpu_runner(self._session, "step", step))
 
     def init(self, frame: np.ndarray, mask: np.ndarray) -> State:
         out = self._init({"frame": frame, "mask": mask})
@@ -139,8 +167,8 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if precision == "fp16" and backend != "tflite":
-        raise UserError(f"--precision fp16 runs on the TFLite backend only ({backend} runs "
+    if precision == "fp16" and not backend.startswith("tflite"):
+        raise UserError(f"--precision fp16 runs on the TFLite backends only ({backend} runs "
                         "the fp32 graph); add --backend tflite or drop --precision")
     if model is not None and ckpt is not None:
         raise UserError("give --model (an export folder) or --ckpt, not both")
@@ -163,7 +191,7 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
         ckpt_path = (manifest.get("checkpoint") or {}).get("path")
         student = student_for(ckpt_path, manifest["variant"]).student
         return TorchBackend(student, manifest["queue"], *manifest["size"])
-    if backend == "tflite" and precision not in manifest["precisions"]:
+    if backend.startswith("tflite") and precision not in manifest["precisions"]:
         raise UserError(f"{model} has no {precision} TFLite files (it has "
                         f"{', '.join(manifest['precisions'])}); export with --precision fp32,fp16")
     return GraphBackend(Path(model), manifest, backend, precision, threads)

@@ -127,6 +127,7 @@ def run_video(backend: Backend, frames_path: Path, mask_path: Path, out: Path,
         result = segment(backend, source, first, sink)
         record = {"frames": str(Path(frames_path).resolve()),
                   "mask": str(Path(mask_path).resolve()), "backend": backend.name,
+                  "device": backend.device,
                   "precision": backend.precision, "queue": backend.queue,
                   "size": [backend.height, backend.width], "objects": result.objects,
                   "step_ms": [round(v, 3) for v in result.step_ms]}

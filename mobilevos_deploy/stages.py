@@ -68,12 +68,28 @@ class InitStage(nn.Module):
         return initial_state(enc.key, value, self.queue)
 
 
+FP16_LOWEST = -65504.0
+
+
+def pass_through(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a tensor of its own in the exported graph (a MAXIMUM with fp16's lowest
+    finite value: the identity on anything a phone GPU can hold).
+
+    Returned as it is, a state input would also be the graph's output tensor. LiteRT's
+    CompiledModel binds one buffer to each signature input and output, and with an output
+    that *is* an input it computed from garbage: on its GPU accelerator every queue-1
+    export failed step parity (prob error 0.25) and the pass-through output read 1.8e38.
+    A multiply by 1 or an add of 0 is folded away by the converters; a clamp is not.
+    """
+    return torch.clamp(x, min=FP16_LOWEST)
+
+
 class StepStage(nn.Module):
     """(frame, mem_keys, mem_values, mem_valid) → (prob, mem_keys', mem_values', mem_valid').
 
     With ``with_readout`` the memory read-out (B x Cv x h*w) is returned last, for parity
     gates that must see more than the mask. At Q = 1 the memory never changes, so no value
-    is encoded and the state passes through.
+    is encoded and the state passes through (``pass_through``).
     """
 
     def __init__(self, student: Student, queue: int, with_readout: bool = False) -> None:
@@ -101,5 +117,7 @@ class StepStage(nn.Module):
         state = MemoryState(keys, values, valid)
         if self.queue > 1:
             state = push(state, enc.key, s.encode_value(prob, enc.f16), self.queue)
+        else:
+            state = MemoryState(*(pass_through(t) for t in state))
         outputs = (prob, *state)
         return (*outputs, flatten_hw(readout)) if self.with_readout else outputs

@@ -3,10 +3,17 @@ session (exports lazily, on first use)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
+from torch import nn
 
 from mobilevos_deploy.config import get_variant, variant_names
 from mobilevos_deploy.export.api import ExportResult, export_model
+from mobilevos_deploy.export.convert import convert_graphs
+from mobilevos_deploy.export.graphs import GraphSpec
+from mobilevos_deploy.stages import TensorSpec
 from mobilevos_deploy.student import Student, build_student
 
 VARIANTS = variant_names()
@@ -32,3 +39,39 @@ def exports(tmp_path_factory, students):
         return done[variant, queue]
 
     return get
+
+
+# --- negative controls for the GPU verdicts: ops outside the TFLite GPU delegate -------------
+
+class UnsupportedOps(nn.Module):
+    """TOPK_V2 and ARG_MAX (int64 output): both outside the classic TFLite GPU delegate."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: 1 x 3 x 16 x 16
+        flat = x.flatten(1)
+        top = torch.topk(flat, 5, dim=1).values
+        arg = torch.argmax(flat, dim=1, keepdim=True).float()
+        return torch.cat([top, arg], dim=1)
+
+
+class TopkOnly(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: 1 x 3 x 16 x 16
+        return torch.topk(x.flatten(1), 5, dim=1).values
+
+
+def _control(work: Path, name: str, module: nn.Module, width: int) -> Path:
+    spec = GraphSpec(name, (TensorSpec("x", (1, 3, 16, 16), "float32", "NCHW"),),
+                     (TensorSpec("y", (1, width), "float32", f"B,{width}"),))
+    torch.onnx.export(module, (torch.rand(1, 3, 16, 16),), str(work / f"{name}.onnx"),
+                      input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+    # an image-only model: onnx2tf would download calibration data if it were not local
+    return convert_graphs({name: (work / f"{name}.onnx", spec)}, work)[f"{name}_fp32"]
+
+
+@pytest.fixture(scope="session")
+def control_tflite(tmp_path_factory) -> Path:
+    return _control(tmp_path_factory.mktemp("control"), "control", UnsupportedOps(), 6)
+
+
+@pytest.fixture(scope="session")
+def topk_tflite(tmp_path_factory) -> Path:
+    return _control(tmp_path_factory.mktemp("topk"), "topk", TopkOnly(), 5)

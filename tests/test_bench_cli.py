@@ -112,16 +112,22 @@ def test_unknown_profile(phone, exports):
 def test_host_engines_side_by_side(exports, tmp_path):
     result = CliRunner().invoke(bench_cli, [
         "--queue", "1", "--size", SIZE, "--exports", str(exports), "--engines",
-        "tflite,onnx,torch", "--runs", "3", "--warmup", "1",
+        "tflite,tflite-gpu,onnx,torch", "--runs", "3", "--warmup", "1",
         "--results", str(tmp_path / "host.csv")])
     assert result.exit_code == 0, result.output
     got = {(r["engine"], r["delegate"], r["precision"]): r
            for r in json.loads((tmp_path / "host.json").read_text())}
-    assert set(got) == {("tflite", "xnnpack", "fp16"), ("onnx", "cpu", "fp32"),
-                        ("torch", "cpu", "fp32")}
+    assert set(got) == {("tflite", "xnnpack", "fp16"), ("tflite-gpu", "litert-gpu", "fp16"),
+                        ("onnx", "cpu", "fp32"), ("torch", "cpu", "fp32")}
     for r in got.values():
-        assert r["device"] == "host" and r["threads"] == 2 and r["runs"] == 3
+        assert r["device"] == "host" and r["runs"] == 3
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["max_ms"] and r["peak_memory_mb"] > 10
+    gpu = got["tflite-gpu", "litert-gpu", "fp16"]
+    # the GPU worker's own figures: the Vulkan device named, no CPU thread count
+    assert gpu["threads"] is None and gpu["delegation"] == "full" and gpu["gpu_device"]
+    assert all(r["threads"] == 2 for r in got.values() if r is not gpu)
+    if "software" in gpu["gpu_device"]:  # SwiftShader: the table says it is no GPU figure
+        assert "NOT a GPU latency" in result.output
 
 
 def test_host_op_profile(exports, tmp_path):

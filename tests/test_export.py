@@ -28,8 +28,11 @@ CASES = [(v, q) for v in VARIANTS for q in QUEUES]
 def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue):
     result = exports(variant, queue)
     gates = result.manifest["gates"]
-    assert set(gates) == {"step_parity", "memory_dependence", "rollout_onnx",
-                          "rollout_tflite_fp32", "rollout_tflite_fp16"}
+    expected = {"step_parity", "memory_dependence", "rollout_onnx", "rollout_tflite_fp32",
+                "rollout_tflite_fp16", "rollout_fp16_compute", "gpu_parity"}
+    if result.manifest["gpu_run"]["fp16_compute_available"]:
+        expected.add("rollout_gpu_fp16")  # only where the Vulkan device computes in fp16
+    assert set(gates) == expected
     assert all(g["passed"] for g in gates.values())
     parity = gates["step_parity"]
     for runtime in ("onnx", "tflite32"):  # the read-out and every state tensor are checked
@@ -39,7 +42,19 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     assert gates["rollout_tflite_fp32"]["min_iou"] >= 0.999
     assert gates["rollout_tflite_fp32"]["max_prob_err"] <= 1e-3
     assert gates["rollout_tflite_fp16"]["min_iou"] >= 0.99
+    assert gates["rollout_fp16_compute"]["min_iou"] >= 0.99
     assert result.manifest["gpu_check"]["verdict"] == "compatible"
+    # LiteRT's GPU accelerator ran every shipped file, whole, at the step-parity limits
+    run = result.manifest["gpu_run"]
+    assert run["verdict"] == "fully accelerated" and run["adapter"]["name"]
+    assert set(run["files"]) == {f"{g}_{p}.tflite" for g in ("init", "step")
+                                 for p in ("fp32", "fp16")}
+    for name, entry in run["files"].items():
+        assert entry["fully_accelerated"] and not entry["unsupported"]
+        want = {"mem_keys", "mem_values", "mem_valid"} if name.startswith("init") else {
+            "prob", "next_mem_keys", "next_mem_values", "next_mem_valid"}
+        assert set(entry["errors"]) == want
+        assert all(0.0 <= e <= 1e-4 for e in entry["errors"].values()), (name, entry)
     assert not result.warnings
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
-from torch import nn
 
 import mobilevos_deploy.nn.readout as readout_module
 from mobilevos_deploy.checkpoint import save_checkpoint
@@ -17,10 +15,7 @@ from mobilevos_deploy.config import get_variant
 from mobilevos_deploy.errors import UserError
 from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import GateError, export_model
-from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu, parse_report
-from mobilevos_deploy.export.graphs import GraphSpec
-from mobilevos_deploy.stages import TensorSpec
 from mobilevos_deploy.student import build_student
 
 NAME = "mobilenetv2-noaspp"
@@ -61,27 +56,6 @@ def test_without_the_padding_onnx2tf_breaks_and_the_gate_says_so(students, tmp_p
 
 # --- gate 4: the GPU-delegate checker, proven on a negative control --------------------------
 
-class UnsupportedOps(nn.Module):
-    """TOPK_V2 and ARG_MAX: both outside the TFLite GPU delegate."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: 1 x 3 x 16 x 16
-        flat = x.flatten(1)
-        top = torch.topk(flat, 5, dim=1).values
-        arg = torch.argmax(flat, dim=1, keepdim=True).float()
-        return torch.cat([top, arg], dim=1)
-
-
-@pytest.fixture(scope="module")
-def control_tflite(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("control")
-    spec = GraphSpec("control", (TensorSpec("x", (1, 3, 16, 16), "float32", "NCHW"),),
-                     (TensorSpec("y", (1, 6), "float32", "B,6"),))
-    torch.onnx.export(UnsupportedOps(), (torch.rand(1, 3, 16, 16),), str(work / "control.onnx"),
-                      input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
-    # an image-only model: onnx2tf would download calibration data if it were not local
-    return convert_graphs({"control": (work / "control.onnx", spec)}, work)["control_fp32"]
-
-
 def test_gpu_checker_flags_the_negative_control(control_tflite):
     report = check_gpu([control_tflite])[control_tflite.name]
     assert not report.compatible
@@ -98,7 +72,7 @@ def test_export_refuses_gpu_incompatible_files_unless_allowed(control_tflite):
 
 def test_missing_checker_names_the_fix(control_tflite, monkeypatch):
     monkeypatch.setenv(ENV_VAR, "/nonexistent/python")
-    with pytest.raises(UserError, match="make gpu-checker"):
+    with pytest.raises(UserError, match="make gpu-venv"):
         check_gpu([control_tflite])
     warnings: list[str] = []
     reports, entry = api._gpu_gate([control_tflite], True, warnings)
@@ -241,7 +215,7 @@ def test_cli_exports_a_checkpoint_marked_trained(tmp_path):
     save_checkpoint(ckpt, build_student(get_variant(NAME).config, seed=3), NAME)
     result = run_cli(tmp_path, "--ckpt", str(ckpt), "--queue", "1", "--precision", "fp32")
     assert result.exit_code == 0, result.output
-    assert "GPU delegate     compatible" in result.output
+    assert "GPU analyzer     compatible" in result.output
     import json
 
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())

@@ -137,21 +137,23 @@ def test_video_file_input(clip_root, tmp_path):
 
 
 def test_task_level_parity_of_the_exported_backends(exports, clip_root, tmp_path):
-    """ONNX Runtime and TFLite fp32 against PyTorch on the same clip: J&F >= 0.99.
-    TFLite fp16 is reported, not asserted."""
+    """ONNX Runtime, TFLite fp32 and LiteRT's GPU accelerator against PyTorch on the same
+    clip: J&F >= 0.99. TFLite fp16 is reported, not asserted."""
     folder = exports(VARIANT, 2).folder
     frames, mask, _ = _paths(clip_root)
     outs = {}
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"),
-                               ("tflite", "fp16")):
+                               ("tflite", "fp16"), ("tflite-gpu", "fp32")):
         engine = open_backend(model=folder, ckpt=None, backend=backend, precision=precision,
                               queue=None, size=None)
         outs[backend, precision] = tmp_path / f"{backend}_{precision}" / "synth"
         run_video(engine, frames, mask, outs[backend, precision])
     reference = outs["torch", "fp32"].parent
-    for key in (("onnx", "fp32"), ("tflite", "fp32")):
+    for key in (("onnx", "fp32"), ("tflite", "fp32"), ("tflite-gpu", "fp32")):
         jf = evaluate(outs[key].parent, reference).summary.jf
         assert jf >= 0.99, (key, jf)
+    record = json.loads((outs["tflite-gpu", "fp32"] / "run.json").read_text())
+    assert record["backend"] == "tflite-gpu" and "Vulkan" in record["device"]
     fp16 = evaluate(outs["tflite", "fp16"].parent, reference).summary.jf
     print(f"TFLite fp16 vs PyTorch J&F {fp16:.4f}")
     assert 0.0 <= fp16 <= 1.0

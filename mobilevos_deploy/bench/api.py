@@ -97,6 +97,8 @@ def _labels(req: BenchRequest, engine: str) -> tuple[str, str, int | None]:
         return "gpu", req.precision, None
     if engine == "tflite":
         return "xnnpack", req.precision, req.threads
+    if engine == "tflite-gpu":
+        return "litert-gpu", req.precision, None
     return "cpu", "fp32", req.threads
 
 
@@ -225,10 +227,13 @@ def run_bench(req: BenchRequest,
             else:
                 m = run_in_child(folder, engine, req.precision, req.threads, req.warmup,
                                  req.runs, req.timeout_s)
+                on_gpu = engine == "tflite-gpu"
                 row = _row(req, variant, queue, engine, info, manifest, folder,
                            init_ms=m["init_ms"], first_ms=m["first_ms"],
                            warmup_ms=m["warmup_ms"], peak_memory_mb=m["peak_memory_mb"],
-                           delegation="cpu", **sample_stats(m["times_ms"]))
+                           delegation="full" if on_gpu else "cpu",
+                           **sample_stats(m["times_ms"]))
+                row.gpu_device = m.get("gpu_device", "")
                 if engine == "tflite" and req.op_profile:
                     row.log_file = str(_host_op_profile(req, folder, model))
             if row.delegation == "partial":

@@ -5,8 +5,11 @@
 Each (point, engine) runs in a fresh process so that its peak resident memory (VmHWM)
 belongs to that engine and model alone, and thread pools do not leak between engines. It
 prints one JSON line: init / first / warm-up / per-run times in ms, and peak memory in MB.
-Engines: ``tflite`` (LiteRT interpreter, XNNPACK, fp32 or fp16 file), ``onnx`` (ONNX
-Runtime, CPU provider) and ``torch`` (PyTorch eager on the student the manifest names).
+Engines: ``tflite`` (LiteRT interpreter, XNNPACK, fp32 or fp16 file), ``tflite-gpu``
+(LiteRT's GPU accelerator on the Vulkan device present, precision loss allowed as on a
+phone; timed inside its worker process, whose peak memory is reported, and the device is
+named: a software device's latency is not a GPU figure), ``onnx`` (ONNX Runtime, CPU
+provider) and ``torch`` (PyTorch eager on the student the manifest names).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from ..errors import UserError
 
-ENGINES = ("tflite", "onnx", "torch")
+ENGINES = ("tflite", "tflite-gpu", "onnx", "torch")
 MARK = "MVOS_HOST_RESULT "
 
 
@@ -51,6 +54,20 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
             runner = interpreter.get_signature_runner("serving_default")
             feeds = _inputs(manifest, "tflite")
             return lambda: runner(**feeds)
+        return load
+    if engine == "tflite-gpu":
+        def load():
+            from ..export.gpu_gate import delegation_rows
+            from ..export.gpu_run import GpuSession
+
+            session = GpuSession()
+            path = folder / f"step_{precision}.tflite"
+            report = session.load("step", path, enforce_f32=False)
+            refused = delegation_rows({path.name: report})
+            if refused:
+                raise UserError("LiteRT's GPU accelerator refuses ops of the step:\n"
+                                + "\n".join(refused))
+            return _GpuCall(session, _inputs(manifest, "tflite"))
         return load
     if engine == "onnx":
         def load():
@@ -84,6 +101,21 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
     raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
+class _GpuCall:
+    """The GPU engine: runs are timed inside the worker (no pipe or copy in the figure)."""
+
+    def __init__(self, session, feeds: dict[str, np.ndarray]) -> None:
+        self.session, self.feeds = session, feeds
+
+    def times(self, count: int) -> list[float]:
+        return self.session.time("step", self.feeds, 0, count)["times_ms"]
+
+    def extra(self) -> dict:
+        adapter = self.session.adapter
+        return {"gpu_device": adapter.describe() if adapter else "",
+                "peak_memory_mb": self.session.peak_memory_mb()}
+
+
 def measure(folder: Path, engine: str, precision: str, threads: int, warmup: int,
             runs: int) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -91,16 +123,22 @@ def measure(folder: Path, engine: str, precision: str, threads: int, warmup: int
     start = time.perf_counter()
     call = load()
     init_ms = (time.perf_counter() - start) * 1e3
-    times = []
-    for _ in range(1 + warmup + runs):
-        t = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t) * 1e3)
+    if isinstance(call, _GpuCall):
+        times = call.times(1 + warmup + runs)
+    else:
+        times = []
+        for _ in range(1 + warmup + runs):
+            t = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t) * 1e3)
     timed = times[1 + warmup :]
-    return {"init_ms": init_ms, "first_ms": times[0],
-            "warmup_ms": statistics.fmean(times[1 : 1 + warmup]) if warmup else None,
-            "times_ms": timed,
-            "peak_memory_mb": peak_rss_mb()}
+    result = {"init_ms": init_ms, "first_ms": times[0],
+              "warmup_ms": statistics.fmean(times[1 : 1 + warmup]) if warmup else None,
+              "times_ms": timed,
+              "peak_memory_mb": peak_rss_mb()}
+    if isinstance(call, _GpuCall):
+        result.update(call.extra())
+    return result
 
 
 def peak_rss_mb() -> float:

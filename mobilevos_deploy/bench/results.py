@@ -22,8 +22,8 @@ class BenchRow:
     queue: int
     size: str  # "480x864"
     precision: str  # fp32 | fp16 (on a phone: GPU precision loss not allowed / allowed)
-    engine: str  # tflite | onnx | torch
-    delegate: str  # gpu (phone) | xnnpack | cpu
+    engine: str  # tflite | tflite-gpu | onnx | torch
+    delegate: str  # gpu (phone) | litert-gpu (host Vulkan) | xnnpack | cpu
     threads: int | None
     device: str  # "host" or the profile name
     device_model: str
@@ -48,6 +48,7 @@ class BenchRow:
     manifest_sha256: str
     timestamp: str
     log_file: str = ""  # the raw benchmark_model output of a phone point (op profile too)
+    gpu_device: str = ""  # tflite-gpu on the host: the Vulkan device, "software" if it is one
 
     def key(self) -> tuple:
         return (self.variant, self.queue, self.size, self.precision, self.engine,
@@ -108,6 +109,9 @@ def format_table(rows: list[BenchRow]) -> str:
     for r in sorted(rows, key=lambda r: (r.device, r.variant, r.engine, r.precision, r.queue)):
         deleg = r.delegation + (f" ({r.gpu_ops} GPU / {r.cpu_ops} CPU ops)"
                                 if r.delegation == "partial" and r.gpu_ops is not None else "")
+        if r.gpu_device:
+            deleg += f" on {r.gpu_device}" + (": NOT a GPU latency"
+                                               if "software" in r.gpu_device else "")
         lines.append(f"{r.variant:<19} {r.queue:>3} {r.size:>8} {r.precision:>4} "
                      f"{r.engine + '/' + r.delegate:<14} {f(r.mean_ms):>8} {f(r.p50_ms):>8} "
                      f"{f(r.min_ms):>8} {f(r.std_ms):>6} {f(r.peak_memory_mb):>8}  {deleg}")
@@ -127,7 +131,9 @@ def plot(rows: list[BenchRow], path: Path) -> None:
     series: dict[tuple, list[BenchRow]] = {}
     for r in rows:
         if r.mean_ms is not None:
-            series.setdefault((r.device, r.variant, r.engine, r.delegate, r.precision),
+            device = r.device + (" software Vulkan, not a GPU" if "software" in r.gpu_device
+                                 else "")
+            series.setdefault((device, r.variant, r.engine, r.delegate, r.precision),
                               []).append(r)
     for (device, variant, engine, delegate, precision), items in sorted(series.items()):
         clean = sorted((r for r in items if r.delegation != "partial"), key=lambda r: r.queue)

@@ -35,7 +35,8 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
               show_default=True, help="TFLite file; on the GPU also whether precision loss "
               "is allowed.")
 @click.option("--engines", default="tflite,onnx,torch", show_default=True,
-              help="Host engines, side by side.")
+              help=f"Host engines, side by side: {','.join(ENGINES)} (tflite-gpu: "
+              "LiteRT's GPU accelerator on the Vulkan device present).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1),

@@ -69,10 +69,23 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
         f"  memory matters   zeroing memory moves the mask by "
         f"{g['memory_dependence']['max_prob_change']:.3f}",
     ]
-    for key in ("rollout_onnx", "rollout_tflite_fp32", "rollout_tflite_fp16"):
-        lines.append(f"  {key:<20} min IoU {g[key]['min_iou']:.4f}, max prob error "
-                     f"{g[key]['max_prob_err']:.2g}")
-    lines.append(f"  GPU delegate     {manifest['gpu_check']['verdict']}")
+    for key in ("rollout_onnx", "rollout_tflite_fp32", "rollout_tflite_fp16",
+                "rollout_fp16_compute", "rollout_gpu_fp16"):
+        if key in g:
+            lines.append(f"  {key:<20} min IoU {g[key]['min_iou']:.4f}, max prob error "
+                         f"{g[key]['max_prob_err']:.2g}")
+    run = manifest["gpu_run"]
+    if "gpu_parity" in g:
+        worst = max(v for k, v in g["gpu_parity"].items() if k != "passed")
+        adapter = run["adapter"] or {}
+        device = adapter.get("name", "?") + (" (software Vulkan, not a GPU)"
+                                             if run["software_device"] else "")
+        lines.append(f"  GPU accelerator  {run['verdict']} on {device}; init + step parity "
+                     f"worst {worst:.2g} (fp32 enforced; fp16 compute "
+                     f"{'available' if run['fp16_compute_available'] else 'not available'})")
+    else:
+        lines.append(f"  GPU accelerator  {run['verdict']}")
+    lines.append(f"  GPU analyzer     {manifest['gpu_check']['verdict']} (TensorFlow 2.17)")
     lines.append("  files            " + ", ".join(manifest["files"]))
     lines.append("  seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     return "\n".join(lines)

@@ -48,8 +48,11 @@ def main(model: Path | None, ckpt: Path | None, frames: Path, mask: Path, out: P
         result = run_video(engine, frames, mask, out, overlay, progress=bar.update)
     lat = result.latency()
     click.echo(f"{result.out}: {result.frames} masks, objects {result.objects}, backend "
-               f"{engine.name} {engine.precision}, model {engine.height}x{engine.width}, "
-               f"queue {engine.queue}")
+               f"{engine.name} {engine.precision} on {engine.device}, model "
+               f"{engine.height}x{engine.width}, queue {engine.queue}")
+    if lat and "software device" in engine.device:
+        click.echo("  (a software Vulkan device runs the GPU kernels on the CPU: the latency "
+                   "below is not a GPU figure)")
     if lat:
         click.echo(f"  step latency per frame ({len(result.objects)} object(s), {threads} "
                    f"threads): median {lat['median']:.1f} ms, mean {lat['mean']:.1f}, "

@@ -9,7 +9,13 @@ The gates (all figures go to the manifest):
                      next-state tensor and the memory read-out (from the probe graph)
   memory_dependence  zeroing the memory moves the mask by far more than the tolerances
   rollout_*          closed-loop rollouts, each runtime feeding back its own state
-  gpu_delegate       TensorFlow 2.17's analyzer on every shipped TFLite file
+  rollout_fp16_compute  the student with every activation in fp16, as a phone GPU runs it
+                     with precision loss allowed, against fp32 (fp16_compute.py)
+  gpu_parity         every shipped TFLite file on LiteRT's GPU accelerator: fully
+                     delegated, and one init and one step at the step-parity limits
+                     (gpu_gate.py; rollout_gpu_fp16 too where the device has fp16)
+  gpu_delegate       TensorFlow 2.17's analyzer on every shipped TFLite file, the second,
+                     independent delegation verdict (gpu_check.py)
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +35,9 @@ import numpy as np
 from ..errors import UserError
 from ..student import Student
 from .convert import Conversion
+from .fp16_compute import half_runners
 from .gpu_check import GpuReport, check_gpu
+from .gpu_gate import GpuInputs, gpu_run_gate
 from .graphs import GRAPH_REVISION, NEXT, GraphSpec, export_onnx, graph_module, graph_specs
 from .manifest import (
     MANIFEST,
@@ -40,16 +49,12 @@ from .manifest import (
     tool_versions,
     verify_written,
 )
-from .parity import GateResult, nchw_clip, rollout, rollout_gate, step_parity
+from .parity import GateError, GateResult, nchw_clip, rollout, rollout_gate, step_parity
 from .runtimes import check_io, onnx_runner, tflite_runner, torch_runner
 
 ROLLOUT_FRAMES = 31
 PRECISIONS = ("fp32", "fp16")
 SHIPPED = ("init", "step")
-
-
-class GateError(UserError):
-    """An export gate failed; the message holds the table of offending tensors or ops."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,12 @@ class _Reference:
     inputs: dict[str, np.ndarray]  # one realistic step input
     expected: dict[str, np.ndarray]  # PyTorch probe outputs on it
     probs: np.ndarray  # PyTorch closed-loop rollout
+    init_inputs: dict[str, np.ndarray]  # the first frame and mask
+    init_expected: dict[str, np.ndarray]  # PyTorch init outputs on them
+
+    def for_gpu(self) -> GpuInputs:
+        return GpuInputs(self.init_inputs, self.init_expected, self.inputs, self.expected,
+                         self.frames, self.masks[0], self.probs)
 
 
 def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
@@ -87,7 +98,8 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
     state_names = specs["step"].input_names[1:]
 
     # a realistic state: memory filled by a few steps of the clip
-    out = init_t({"frame": frames[:1], "mask": masks[:1, None]})
+    init_inputs = {"frame": frames[:1], "mask": masks[:1, None]}
+    out = init_expected = init_t(init_inputs)
     state = {n: out[n] for n in state_names}
     for t in range(1, 4):
         out = step_t({"frame": frames[t : t + 1], **state})
@@ -107,12 +119,34 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
     gates.append(dep)
 
     ref = _Reference(frames, masks, inputs, expected,
-                     rollout(init_t, step_t, specs["step"], frames, masks[0]))
+                     rollout(init_t, step_t, specs["step"], frames, masks[0]), init_inputs,
+                     init_expected)
     probs = rollout(onnx_runner(onnx_files["init"], specs["init"]),
                     onnx_runner(onnx_files["step"], specs["step"]), specs["step"], frames,
                     masks[0])
     gates.append(rollout_gate("rollout_onnx", ref.probs, probs, 0.999, 1e-3))
+    gates.append(_fp16_compute_gate(student, queue, specs, ref))
     return gates, ref
+
+
+def _fp16_compute_gate(student: Student, queue: int, specs: dict[str, GraphSpec],
+                       ref: _Reference) -> GateResult:
+    """Every activation in fp16 (fp16_compute.py), closed loop, against fp32; with the
+    read-out's own fp16 error on the realistic step and the largest memory-key norm, which
+    sets the size of the read-out's logits."""
+    half = half_runners(student, queue, specs)
+    probs = rollout(half["init"], half["step"], specs["step"], ref.frames, ref.masks[0])
+    gate = rollout_gate("rollout_fp16_compute", ref.probs, probs, 0.99, None)
+    got = half["probe"](ref.inputs)
+    readout, expected = got["readout"], ref.expected["readout"]
+    gate.figures["step_readout_err"] = float(np.max(np.abs(readout - expected)
+                                                    / (1.0 + np.abs(expected))))
+    gate.figures["step_prob_err"] = float(np.max(np.abs(got["prob"] - ref.expected["prob"])))
+    gate.figures["max_key_norm"] = float(np.sqrt((ref.inputs["mem_keys"] ** 2).sum(1)).max())
+    if not np.isfinite(readout).all():
+        gate.passed = False
+        gate.offending.append("the fp16 read-out is not finite on the realistic step")
+    return gate
 
 
 def _tflite_gates(ref: _Reference, specs: dict[str, GraphSpec], tfl: dict[str, Path],
@@ -204,15 +238,23 @@ def export_model(
                 shutil.copyfile(tfl[f"{name}_{precision}"], path)
                 check_io(path, specs[name])
                 shipped.append(path)
-        gates += _tflite_gates(ref, specs, tfl, gates[0])
-        seconds["tflite_gates"] = time.perf_counter() - start - sum(seconds.values())
+        # the GPU worker is a process of its own and mostly single-threaded: it runs
+        # beside the CPU runtimes' gates and the analyzer
+        with ThreadPoolExecutor(1) as pool:
+            on_gpu = pool.submit(gpu_run_gate, shipped, specs, ref.for_gpu(),
+                                 allow_cpu_fallback, warnings, work)
+            gates += _tflite_gates(ref, specs, tfl, gates[0])
+            seconds["tflite_gates"] = time.perf_counter() - start - sum(seconds.values())
+            gpu, gpu_entry = _gpu_gate(shipped, allow_cpu_fallback, warnings)
+            seconds["gpu_check"] = time.perf_counter() - start - sum(seconds.values())
+            gpu_gates, gpu_run_entry = on_gpu.result()
+        seconds["gpu_run_wait"] = time.perf_counter() - start - sum(seconds.values())
+        gates += gpu_gates
         failed = [g for g in gates if not g.passed]
         if failed:
             rows = "\n".join(f"  {g.name:<20} {row}" for g in failed for row in g.offending)
             raise GateError(f"export of {variant} queue {queue} at {height}x{width} failed "
                             f"{len(failed)} gate(s); nothing was written:\n{rows}")
-        gpu, gpu_entry = _gpu_gate(shipped, allow_cpu_fallback, warnings)
-        seconds["gpu_check"] = time.perf_counter() - start - sum(seconds.values())
         shutil.rmtree(work)
         verify_written(staging, specs)
         manifest = {
@@ -232,6 +274,7 @@ def export_model(
             "tools": tool_versions(),
             "gates": {g.name: {"passed": g.passed, **g.figures} for g in gates},
             "gpu_check": gpu_entry,
+            "gpu_run": gpu_run_entry,
         }
         text = json.dumps(manifest, indent=2) + "\n"
         (staging / MANIFEST).write_text(text)

@@ -2,7 +2,7 @@
 
 TensorFlow 2.19's ``Analyzer.analyze(gpu_compatibility=True)`` approves any model (it said
 "looks compatible" for one full of TOPK_V2, WHERE and ARG_MAX); 2.17.1's flags them. So the
-analyzer runs in a separate interpreter with TensorFlow 2.17 (``make gpu-checker`` builds
+analyzer runs in a separate interpreter with TensorFlow 2.17 (``make gpu-venv`` builds
 ``.venv-gpucheck``; ``MVOS_GPU_CHECKER`` may name another python), and its report is parsed
 here, op by op.
 
@@ -30,8 +30,8 @@ from ..errors import UserError
 ENV_VAR = "MVOS_GPU_CHECKER"
 DEFAULT_CHECKER = Path(__file__).resolve().parents[2] / ".venv-gpucheck" / "bin" / "python"
 MARK = "MVOS_GPU_REPORT "
-FIX = ("run `make gpu-checker` (a separate venv with tensorflow-cpu 2.17.1) or set "
-       f"{ENV_VAR}=/path/to/python with TensorFlow 2.17")
+FIX = ("run `make gpu-venv` (a separate venv with tensorflow-cpu 2.17.1 and ai-edge-litert "
+       f"2.3) or set {ENV_VAR}=/path/to/python with TensorFlow 2.17")
 
 # Runs under the checker's python, which has TensorFlow 2.17 and nothing of this package.
 _SCRIPT = f"""
@@ -132,8 +132,9 @@ def checker_python() -> Path | None:
     return DEFAULT_CHECKER if DEFAULT_CHECKER.exists() else None
 
 
-def check_gpu(files: list[Path], python: Path | None = None) -> dict[str, GpuReport]:
-    """Analyze each file with TensorFlow 2.17; keyed by file name."""
+def check_gpu(files: list[Path], python: Path | None = None,
+              by_path: bool = False) -> dict[str, GpuReport]:
+    """Analyze each file with TensorFlow 2.17; keyed by file name (or by the path given)."""
     python = python or checker_python()
     if python is None or not python.exists():
         raise UserError(f"the GPU-delegate checker is not installed: {FIX}")
@@ -148,5 +149,5 @@ def check_gpu(files: list[Path], python: Path | None = None) -> dict[str, GpuRep
     if not result["tensorflow"].startswith("2.17."):
         raise UserError(f"{python} has TensorFlow {result['tensorflow']}; only 2.17's analyzer "
                         f"is known to flag unsupported ops (2.19's approves any model). {FIX}")
-    return {Path(p).name: parse_report(Path(p).name, text)
+    return {(p if by_path else Path(p).name): parse_report(Path(p).name, text)
             for p, text in result["reports"].items()}

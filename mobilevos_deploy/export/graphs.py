@@ -23,7 +23,9 @@ OPSET = 17
 NEXT = "next_"  # prefix of the step outputs that feed back as the state inputs
 # Bumped whenever the exported graphs change for the same student (recorded in the
 # manifest; an older export is not reused). 2: P x N affinity with one fused softmax.
-GRAPH_REVISION = 2
+# 3: the key-norm term of the read-out scaled before it is squared (fp16 headroom); at
+# queue 1 the pass-through state is a tensor of its own (stages.pass_through).
+GRAPH_REVISION = 3
 
 
 @dataclass(frozen=True)

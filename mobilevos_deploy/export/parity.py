@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UserError
 from ..synthetic import moving_object_clip
 from .graphs import GraphSpec
 from .runtimes import Runner
+
+
+class GateError(UserError):
+    """An export gate failed; the message holds the table of offending tensors or ops."""
 
 
 @dataclass
@@ -30,28 +35,30 @@ def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
 
 def step_parity(
     spec: GraphSpec, ref: Runner, others: dict[str, Runner], inputs: dict[str, np.ndarray],
-    prob_atol: float = 1e-4, state_rtol: float = 1e-4,
+    prob_atol: float = 1e-4, state_rtol: float = 1e-4, name: str = "step_parity",
 ) -> GateResult:
-    """Every output of every runtime against PyTorch on the same inputs."""
+    """Every output of every runtime against the reference (PyTorch) on the same inputs."""
     expected = ref(inputs)
-    gate = GateResult("step_parity", True)
+    gate = GateResult(name, True)
     for runtime, run in others.items():
         got = run(inputs)
-        for name in spec.output_names:
-            g, e = got[name], expected[name]
-            if g.shape != e.shape or not np.isfinite(g).all():
+        for out in spec.output_names:
+            g, e = got[out], expected[out]
+            problem = (f"shape {g.shape}, expected {e.shape}" if g.shape != e.shape else
+                       f"non-finite: {int(np.isnan(g).sum())} NaN, {int(np.isinf(g).sum())} inf"
+                       if not np.isfinite(g).all() else None)
+            if problem:
                 gate.passed = False
-                gate.offending.append(f"{runtime:<8} {name:<18} shape {g.shape} vs {e.shape} "
-                                      f"or non-finite")
+                gate.offending.append(f"{runtime:<8} {out:<18} {problem}")
                 continue
-            if name == "prob":
+            if out == "prob":
                 err, limit, what = float(np.max(np.abs(g - e))), prob_atol, "max abs"
             else:
                 err, limit, what = _rel_err(g, e), state_rtol, "max abs/(1+|x|)"
-            gate.figures[f"{runtime}.{name}"] = err
+            gate.figures[f"{runtime}.{out}"] = err
             if not err <= limit:
                 gate.passed = False
-                gate.offending.append(f"{runtime:<8} {name:<18} {what} {err:.3g} > {limit:g}")
+                gate.offending.append(f"{runtime:<8} {out:<18} {what} {err:.3g} > {limit:g}")
     return gate
 
 
@@ -88,7 +95,12 @@ def rollout_gate(name: str, ref_probs: np.ndarray, probs: np.ndarray, min_iou: f
     ious = iou(probs, ref_probs)
     gate.figures["min_iou"] = float(ious.min())
     gate.figures["max_prob_err"] = float(np.max(np.abs(probs - ref_probs)))
-    if not (np.isfinite(probs).all() and ious.min() >= min_iou):
+    finite = np.isfinite(probs).all(axis=(1, 2))
+    if not finite.all():
+        gate.passed = False
+        gate.offending.append(f"non-finite probabilities (NaN or inf) from frame "
+                              f"{int(np.argmin(finite)) + 1} on")
+    if not ious.min() >= min_iou:
         gate.passed = False
         gate.offending.append(f"min IoU {ious.min():.5f} < {min_iou} "
                               f"(frame {int(ious.argmin()) + 1})")

@@ -81,8 +81,13 @@ def check_io(path: Path, spec: GraphSpec) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     sig = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
-    for kind, details, tensors in (("input", sig.get_input_details(), spec.inputs),
-                                   ("output", sig.get_output_details(), spec.outputs)):
+    inputs, outputs = sig.get_input_details(), sig.get_output_details()
+    aliased = {d["index"] for d in inputs.values()} & {d["index"] for d in outputs.values()}
+    if aliased:  # a runtime binding one buffer per signature tensor computes from garbage
+        raise AssertionError(f"{path.name}: an output is also an input tensor "
+                             f"(tensor {sorted(aliased)}); see stages.pass_through")
+    for kind, details, tensors in (("input", inputs, spec.inputs),
+                                   ("output", outputs, spec.outputs)):
         for t in tensors:
             if t.name not in details:
                 raise AssertionError(f"{path.name}: no {kind} named {t.name!r}")
@@ -90,3 +95,13 @@ def check_io(path: Path, spec: GraphSpec) -> None:
             got = tuple(int(d) for d in details[t.name]["shape"])
             if got != want:
                 raise AssertionError(f"{path.name}: {kind} {t.name} is {got}, expected {want}")
+
+
+def gpu_runner(session, name: str, spec: GraphSpec) -> Runner:
+    """A file already loaded into a ``gpu_run.GpuSession`` under ``name``, as a Runner."""
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = session.run(name, {n: _to_nhwc(inputs[n]) for n in spec.input_names})
+        return {n: _from_nhwc(outs[n]) for n in spec.output_names}
+
+    return run

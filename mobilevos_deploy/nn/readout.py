@@ -28,7 +28,9 @@ class MemoryReadout(nn.Module):
     subtracted their exponentials underflow to exactly 0 (fp32 underflows below -104)
     unless the best valid key is further than sqrt((1e4 - 104) * sqrt(Ck)) from the
     query (281 at Ck = 64); STCN's keys are nowhere near that. No top-k (TOPK does not
-    run on the TFLite GPU delegate). Computed in at least fp32.
+    run on the TFLite GPU delegate). Computed in at least ``compute_dtype``: fp32 in every
+    exported graph; ``fp16_compute`` (export/fp16_compute.py) lowers it to fp16 to simulate a
+    phone GPU that runs every tensor in half precision.
 
     No two axes of an intermediate may have the same size: onnx2tf guesses layouts from
     shapes and silently mis-transposes when sizes coincide (at Q = 1 the affinity is
@@ -42,6 +44,7 @@ class MemoryReadout(nn.Module):
     def __init__(self, key_dim: int) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(key_dim)
+        self.compute_dtype = torch.float32
 
     def forward(
         self,
@@ -55,10 +58,12 @@ class MemoryReadout(nn.Module):
         ck = _static(ck)
         n_pad = distinct_size(n, {ck, ck + 1, cv}) - n
         p_pad = distinct_size(p, {ck, ck + 1, cv, n + n_pad}) - p
-        dtype = torch.promote_types(query_key.dtype, torch.float32)
+        dtype = torch.promote_types(query_key.dtype, self.compute_dtype)
         mk = _pad_last(_as(mem_key, dtype), n_pad)  # B x Ck x N
         valid = _pad_last(_as(valid, dtype), n_pad)  # B x 1 x N
-        bias = -mk.pow(2).sum(dim=1, keepdim=True) * self.scale  # B x 1 x N
+        # scaled before squaring, so that in fp16 (a phone GPU with precision loss allowed)
+        # the sum overflows only beyond |mk| = 724 instead of 256
+        bias = -(mk * math.sqrt(self.scale)).pow(2).sum(dim=1, keepdim=True)  # B x 1 x N
         bias = bias - (1.0 - valid) * self.EMPTY_PENALTY
         mk = torch.cat([mk, bias], dim=1)  # B x (Ck+1) x N
         q = _pad_last(_as(query_key, dtype).reshape(b, ck, p), p_pad) * (2.0 * self.scale)

@@ -1,0 +1,148 @@
+"""The ``gpu_run`` gate: every shipped TFLite file on LiteRT's own GPU accelerator.
+
+1. Delegation: each file is compiled for the GPU alone; the accelerator either takes the
+   whole graph or names the ops it refuses. Anything it refuses fails the export (a loud
+   warning with ``--allow-cpu-fallback``, which then runs the file on GPU + CPU).
+2. Parity: the init graph on the first frame and mask, and the step graph on the realistic
+   state of the step-parity gate, run on the GPU with fp32 enforced
+   (``GpuOptions(enforce_f32=True)``, so a real GPU with fp16 is held to the same limits),
+   at the step-parity tolerances: prob 1e-4 max abs, every state tensor 1e-4 (1 + |x|).
+   fp32 files are compared with PyTorch. fp16 files hold fp16-rounded weights, which
+   PyTorch does not have; they are compared with LiteRT's CPU interpreter on the same
+   file, so the GPU backend is what is tested (the fp16 weights' own effect is the
+   rollout_tflite_fp16 gate's business).
+3. Where the device computes in fp16 when allowed (probed, never assumed), a closed-loop
+   rollout of the fp16 files with precision loss allowed, as a phone runs them, against
+   the PyTorch fp32 rollout: min IoU >= 0.99 (``rollout_gpu_fp16``).
+
+The figures, the Vulkan adapter and whether it is a software device go to the manifest
+under ``gpu_run``, beside the TensorFlow 2.17 analyzer's independent ``gpu_check``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .gpu_run import GpuSession, LoadReport, computes_in_fp16
+from .graphs import GraphSpec
+from .parity import GateError, GateResult, rollout, rollout_gate, step_parity
+from .runtimes import gpu_runner, tflite_runner
+
+ACCELERATOR = "LiteRT GPU accelerator (ai-edge-litert 2.3, ML Drift over WebGPU/Vulkan)"
+
+
+@dataclass(frozen=True)
+class GpuInputs:
+    """What the GPU runs and what it is compared with (NCHW / 3-D, as the specs declare)."""
+
+    init_inputs: dict[str, np.ndarray]
+    init_expected: dict[str, np.ndarray]  # PyTorch
+    step_inputs: dict[str, np.ndarray]
+    step_expected: dict[str, np.ndarray]  # PyTorch (probe outputs; the step's are a subset)
+    frames: np.ndarray  # the rollout clip, for the fp16 rollout
+    mask0: np.ndarray
+    probs: np.ndarray  # the PyTorch fp32 rollout
+
+
+def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
+    rows = []
+    for name, r in reports.items():
+        if r.fully_accelerated:
+            continue
+        ops = r.unsupported or [{"op": "?", "reason": r.error or "not fully accelerated"}]
+        rows += [f"  gpu_run  {name:<18} {o['op']}: {o['reason']}" for o in ops]
+    return rows
+
+
+def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
+                 allow_cpu_fallback: bool, warnings: list[str], work: Path
+                 ) -> tuple[list[GateResult], dict]:
+    """Returns the gates (gpu_parity, and rollout_gpu_fp16 where the device has fp16) and
+    the manifest entry. Raises UserError for a missing GPU venv or Vulkan device, and a
+    refused op, unless ``allow_cpu_fallback``."""
+    try:
+        session = GpuSession()
+    except UserError as exc:
+        return _not_run(exc, allow_cpu_fallback, warnings)
+    with session:
+        try:
+            fp16 = computes_in_fp16(session, work)
+        except UserError as exc:
+            return _not_run(exc, allow_cpu_fallback, warnings)
+        reports = {p.name: session.load(p.stem, p) for p in files}
+        refused = delegation_rows(reports)
+        if refused:
+            table = "\n".join(refused)
+            if not allow_cpu_fallback:
+                raise GateError(f"LiteRT's GPU accelerator does not run these ops (they would "
+                                f"run on the CPU); nothing was written:\n{table}\nPass "
+                                "--allow-cpu-fallback to export anyway.")
+            warnings.append(f"WARNING: LiteRT's GPU accelerator refuses these ops; they "
+                            f"will run on the CPU:\n{table}")
+            for p in files:
+                if not reports[p.name].fully_accelerated:
+                    session.load(p.stem, p, cpu_fallback=True)
+        parity = GateResult("gpu_parity", True)
+        entry_files = {}
+        for p in files:
+            graph, precision = p.stem.split("_")
+            spec = specs[graph]
+            inputs = ref.init_inputs if graph == "init" else ref.step_inputs
+            expected = ref.init_expected if graph == "init" else ref.step_expected
+            reference = (lambda _, e=expected: e) if precision == "fp32" else \
+                tflite_runner(p, spec)
+            start = time.perf_counter()
+            one = step_parity(spec, reference, {p.stem: gpu_runner(session, p.stem, spec)},
+                              inputs, prob_atol=1e-4, state_rtol=1e-4, name="gpu_parity")
+            r = reports[p.name]
+            entry_files[p.name] = {
+                "fully_accelerated": r.fully_accelerated, "unsupported": r.unsupported,
+                "computed_in": "fp32 (enforce_f32)",
+                "reference": "pytorch" if precision == "fp32" else "litert-cpu (same file)",
+                "errors": {k.split(".", 1)[1]: v for k, v in one.figures.items()},
+                "compile_s": r.compile_s, "run_s": time.perf_counter() - start}
+            parity.passed = parity.passed and one.passed
+            parity.figures.update(one.figures)
+            parity.offending += one.offending
+        gates = [parity]
+        if fp16 and any(p.stem == "step_fp16" for p in files):
+            gates.append(_fp16_rollout(session, files, specs, ref))
+    adapter = session.adapter
+    entry = {
+        "verdict": "fully accelerated" if not refused else
+                   "not fully accelerated (exported with --allow-cpu-fallback)",
+        "accelerator": ACCELERATOR,
+        "adapter": None if adapter is None else {
+            "name": adapter.name, "backend": adapter.backend, "type": adapter.type},
+        "software_device": None if adapter is None else adapter.software,
+        "fp16_compute_available": fp16,
+        "files": entry_files,
+    }
+    return gates, entry
+
+
+def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, GraphSpec],
+                  ref: GpuInputs) -> GateResult:
+    """The fp16 files with precision loss allowed, closed loop, against PyTorch fp32."""
+    paths = {p.stem: p for p in files}
+    runners = {}
+    for graph in ("init", "step"):
+        name = f"{graph}_fp16_relaxed"
+        session.load(name, paths.get(f"{graph}_fp16", paths[f"{graph}_fp32"]),
+                     enforce_f32=False)
+        runners[graph] = gpu_runner(session, name, specs[graph])
+    probs = rollout(runners["init"], runners["step"], specs["step"], ref.frames, ref.mask0)
+    return rollout_gate("rollout_gpu_fp16", ref.probs, probs, 0.99, None)
+
+
+def _not_run(exc: UserError, allow_cpu_fallback: bool, warnings: list[str]
+             ) -> tuple[list[GateResult], dict]:
+    if not allow_cpu_fallback:
+        raise exc
+    warnings.append(f"WARNING: not run on LiteRT's GPU accelerator: {exc}")
+    return [], {"verdict": "not checked", "reason": str(exc)}
