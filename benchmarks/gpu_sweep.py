@@ -75,43 +75,46 @@ def main() -> None:
     with GpuSession() as session, tempfile.TemporaryDirectory() as probe_dir:
         fp16 = computes_in_fp16(session, Path(probe_dir))  # also selects the adapter
         device = session.adapter.describe() if session.adapter else "no Vulkan device"
-        print(f"# {height}x{width}; LiteRT GPU accelerator on {device} (fp16 compute "
-              f"{'available' if fp16 else 'not available'}); TensorFlow 2.17.1 analyzer")
-        print("| variant | queue | LiteRT GPU (fp16 init + step) | refused ops | "
-              "TF 2.17 analyzer (4 files) | flagged | largest step tensor | "
-              "GPU vs CPU, one step | GPU step s | s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for name in variants:
-            student = build_student(get_variant(name).config)
-            for queue in parse_queues(args.queues):
-                start = time.perf_counter()
-                with tempfile.TemporaryDirectory() as tmp:
-                    specs = graph_specs(student, queue, height, width)
-                    graphs = {}
-                    for graph in ("init", "step"):
-                        path = Path(tmp) / f"{graph}.onnx"
-                        export_onnx(graph_module(student, queue, graph), specs[graph], path)
-                        graphs[graph] = (path, specs[graph])
-                    files = convert_graphs(graphs, Path(tmp) / "work")
-                    reports = check_gpu(list(files.values()))
+    print(f"# {height}x{width}; LiteRT GPU accelerator on {device} (fp16 compute "
+          f"{'available' if fp16 else 'not available'}); TensorFlow 2.17.1 analyzer")
+    print("| variant | queue | LiteRT GPU (fp16 init + step) | refused ops | "
+          "TF 2.17 analyzer (4 files) | flagged | largest step tensor | "
+          "GPU vs CPU, one step | GPU step s | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in variants:
+        student = build_student(get_variant(name).config)
+        for queue in parse_queues(args.queues):
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                specs = graph_specs(student, queue, height, width)
+                graphs = {}
+                for graph in ("init", "step"):
+                    path = Path(tmp) / f"{graph}.onnx"
+                    export_onnx(graph_module(student, queue, graph), specs[graph], path)
+                    graphs[graph] = (path, specs[graph])
+                files = convert_graphs(graphs, Path(tmp) / "work")
+                reports = check_gpu(list(files.values()))
+                # a worker per point: a software device's buffers are host memory, and
+                # a worker that has compiled many large graphs holds on to gigabytes
+                with GpuSession() as session:
                     loads = {g: session.load(f"{g}_fp16", files[f"{g}_fp16"])
                              for g in ("init", "step")}
-                    size, tensor = largest_tensor(files["step_fp16"])
                     err, gpu_s = (gpu_vs_cpu(session, files["step_fp16"], specs["step"])
                                   if queue in run_queues else (None, None))
-                flagged = sorted({f"{n}: {f.op}" for n, r in reports.items()
-                                  for f in r.flagged})
-                refused = sorted({f"{g}: {u['op']}" for g, r in loads.items()
-                                  for u in r.unsupported})
-                full = all(r.fully_accelerated for r in loads.values())
-                ok = all(r.compatible for r in reports.values())
-                print(f"| {name} | {queue} | {'fully accelerated' if full else 'NOT FULLY'} | "
-                      f"{', '.join(refused) or '-'} | "
-                      f"{'compatible' if ok else 'INCOMPATIBLE'} | {', '.join(flagged) or '-'} | "
-                      f"{size / 2**20:.1f} MiB (`{tensor[:40]}`) | "
-                      f"{'-' if err is None else f'{err:.1e}'} | "
-                      f"{'-' if gpu_s is None else f'{gpu_s:.1f}'} | "
-                      f"{time.perf_counter() - start:.0f} |", flush=True)
+                size, tensor = largest_tensor(files["step_fp16"])
+            flagged = sorted({f"{n}: {f.op}" for n, r in reports.items()
+                              for f in r.flagged})
+            refused = sorted({f"{g}: {u['op']}" for g, r in loads.items()
+                              for u in r.unsupported})
+            full = all(r.fully_accelerated for r in loads.values())
+            ok = all(r.compatible for r in reports.values())
+            print(f"| {name} | {queue} | {'fully accelerated' if full else 'NOT FULLY'} | "
+                  f"{', '.join(refused) or '-'} | "
+                  f"{'compatible' if ok else 'INCOMPATIBLE'} | {', '.join(flagged) or '-'} | "
+                  f"{size / 2**20:.1f} MiB (`{tensor[:40]}`) | "
+                  f"{'-' if err is None else f'{err:.1e}'} | "
+                  f"{'-' if gpu_s is None else f'{gpu_s:.1f}'} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

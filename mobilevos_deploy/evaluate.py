@@ -6,6 +6,9 @@ Layouts: ``annotations`` holds one folder of indexed PNGs per sequence (DAVIS
 annotated frame must have a result of the same name and size. The scores are those of
 :mod:`mobilevos_deploy.davis`; the CSVs have the columns of the official tool's
 ``global_results`` and ``per-sequence_results`` files.
+
+``results=None`` scores the copy-the-first-mask baseline: every frame's result is the
+first annotation (void as background), the floor a tracker must clear.
 """
 
 from __future__ import annotations
@@ -43,19 +46,21 @@ def _pngs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
 
 
-def _sequences(truth: Path, results: Path, only: list[str] | None) -> list[tuple[str, Path,
-                                                                                Path]]:
-    """(name, truth folder, results folder) per sequence."""
+def _sequences(truth: Path, results: Path | None, only: list[str] | None
+               ) -> list[tuple[str, Path, Path | None]]:
+    """(name, truth folder, results folder, or None for the baseline) per sequence."""
     if not truth.is_dir():
         raise UserError(f"{truth}: no such annotation folder")
-    if not results.is_dir():
+    if results is not None and not results.is_dir():
         raise UserError(f"{results}: no such results folder")
     if _pngs(truth):  # one sequence, its PNGs directly in the folder
         name = truth.name
-        res = results if _pngs(results) or not (results / name).is_dir() else results / name
+        res = results if (results is None or _pngs(results)
+                          or not (results / name).is_dir()) else results / name
         pairs = [(name, truth, res)]
     else:
-        pairs = [(d.name, d, results / d.name) for d in sorted(truth.iterdir()) if d.is_dir()]
+        pairs = [(d.name, d, None if results is None else results / d.name)
+                 for d in sorted(truth.iterdir()) if d.is_dir()]
     if only:
         known = {p[0] for p in pairs}
         missing = [s for s in only if s not in known]
@@ -68,10 +73,14 @@ def _sequences(truth: Path, results: Path, only: list[str] | None) -> list[tuple
     return pairs
 
 
-def _load(name: str, truth_dir: Path, res_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load(name: str, truth_dir: Path, res_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     files = _pngs(truth_dir)
     if not files:
         raise UserError(f"{truth_dir}: no PNG annotations")
+    if res_dir is None:  # the copy-the-first-mask baseline
+        truth = np.stack([read_mask(f) for f in files])
+        first = np.where(truth[0] == 255, 0, truth[0])
+        return np.repeat(first[None], len(files), axis=0), truth
     if not res_dir.is_dir():
         raise UserError(f"{res_dir}: no results for sequence {name}")
     truth, res = [], []
@@ -88,10 +97,12 @@ def _load(name: str, truth_dir: Path, res_dir: Path) -> tuple[np.ndarray, np.nda
     return np.stack(res), np.stack(truth)
 
 
-def evaluate(results: Path, annotations: Path, sequences: list[str] | None = None,
+def evaluate(results: Path | None, annotations: Path, sequences: list[str] | None = None,
              use_void: bool = True) -> EvalResult:
+    """J&F of ``results`` (None: the copy-the-first-mask baseline) against ``annotations``."""
     scores: list[ObjectScore] = []
-    for name, truth_dir, res_dir in _sequences(Path(annotations), Path(results), sequences):
+    res_root = None if results is None else Path(results)
+    for name, truth_dir, res_dir in _sequences(Path(annotations), res_root, sequences):
         res, truth = _load(name, truth_dir, res_dir)
         try:
             scores += score_sequence(name, res, truth, use_void)

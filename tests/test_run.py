@@ -166,6 +166,27 @@ def test_task_level_parity_of_the_exported_backends(exports, clip_root, tmp_path
     assert evaluate(swapped.parent, reference).summary.jf < 0.5
 
 
+def test_copy_first_mask_baseline_equals_scoring_written_copies(clip_root, tmp_path):
+    """--baseline copy-first scores the first annotation repeated (void as background):
+    the same figures as those copies written out and scored as results; below a perfect
+    tracker on a clip where the objects move."""
+    _, _, annotations = _paths(clip_root)
+    copies = tmp_path / "copies" / "synth"
+    copies.mkdir(parents=True)
+    first = read_mask(annotations / "synth" / "00000.png")
+    for p in (annotations / "synth").glob("*.png"):
+        write_mask(copies / p.name, np.where(first == 255, 0, first))
+    written = evaluate(copies.parent, annotations)
+    baseline = evaluate(None, annotations)
+    assert baseline.global_row() == written.global_row()
+    assert baseline.summary.jf < evaluate(annotations, annotations).summary.jf == 1.0
+    result = _invoke(eval_cli, ["--baseline", "copy-first", "--annotations", annotations])
+    assert result.exit_code == 0 and f"{baseline.summary.jf:.3f}" in result.output
+    both = CliRunner().invoke(eval_cli.main, ["--baseline", "copy-first", "--results",
+                                              str(copies), "--annotations", str(annotations)])
+    assert both.exit_code == 2 and "exactly one of --results and --baseline" in both.output
+
+
 def test_eval_cli_writes_the_official_csv_columns(clip_root, tmp_path):
     _, _, annotations = _paths(clip_root)
     csv_dir = tmp_path / "csv"

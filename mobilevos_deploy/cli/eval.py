@@ -11,8 +11,11 @@ from . import user_errors
 
 
 @click.command()
-@click.option("--results", type=click.Path(path_type=Path), required=True,
+@click.option("--results", type=click.Path(path_type=Path), default=None,
               help="Result masks: <sequence>/<frame>.png, or one sequence's PNGs.")
+@click.option("--baseline", type=click.Choice(["copy-first"]), default=None,
+              help="Instead of --results: score the copy-the-first-mask baseline (every "
+                   "frame gets the first annotation) against --annotations.")
 @click.option("--annotations", type=click.Path(path_type=Path), default=None,
               help="Ground truth in the same layout (DAVIS Annotations/480p).")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
@@ -24,10 +27,15 @@ from . import user_errors
               help="Ignore 255 (void) pixels; --no-void scores them as background, as the "
                    "official tool's semi-supervised pipeline does.")
 @user_errors
-def main(results: Path, annotations: Path | None, reference: Path | None,
-         sequences: str | None, csv_dir: Path | None, void: bool) -> None:
+def main(results: Path | None, baseline: str | None, annotations: Path | None,
+         reference: Path | None, sequences: str | None, csv_dir: Path | None,
+         void: bool) -> None:
     if (annotations is None) == (reference is None):
         raise click.UsageError("give exactly one of --annotations and --reference")
+    if (results is None) == (baseline is None):
+        raise click.UsageError("give exactly one of --results and --baseline")
+    if baseline and annotations is None:
+        raise click.UsageError("--baseline scores against --annotations")
     wanted = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
     result = evaluate(results, annotations or reference, wanted, use_void=void)
     click.echo("| Sequence | J-Mean | F-Mean |\n|---|---|---|")

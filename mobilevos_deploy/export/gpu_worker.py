@@ -130,6 +130,9 @@ class Worker:
         options = cm.Options(hardware_accelerators=accel,
                              gpu_options=cm.GpuOptions(enforce_f32=bool(req["enforce_f32"])))
         reply: dict = {"name": req["name"], "file": req["file"]}
+        old = self.models.pop(req["name"], None)
+        if old is not None:  # a name loaded again: free the graph it held
+            old["model"].close()
         start = time.perf_counter()
         with _CapturedStderr() as log:
             try:

@@ -72,8 +72,8 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
         in_index.append(by_name[name])
     if len(graph.outputs) != len(outputs):
         raise RuntimeError(f"{len(graph.outputs)} outputs, expected {len(outputs)}")
-    # an output that is an input tensor (the state at Q = 1 passes through) keeps the input's
-    # name; the signature still maps the output name to it
+    # were an output an input tensor, it would keep the input's name (inputs are named last);
+    # our graphs never have one (stages.pass_through), and runtimes.check_io refuses it
     for index, name in zip([*graph.outputs, *in_index], [*outputs, *inputs], strict=True):
         graph.tensors[index].name = name.encode()
 
