@@ -145,6 +145,19 @@ def _check_keys(state: dict, model: Student, variant: str, path: Path) -> None:
         )
 
 
+def _check_finite(state: dict, path: Path) -> None:
+    """NaN or infinite weights make every runtime emit empty masks with exit 0; refuse them
+    here, naming the tensors, for every command that loads a checkpoint (a soup too)."""
+    bad = [f"{k} ({int(torch.isnan(v).sum())} NaN, {int(torch.isinf(v).sum())} inf)"
+           for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and
+           not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights in {len(bad)} tensors: "
+                              f"{_listing(bad)}. A diverged training run? Use an earlier "
+                              "checkpoint (ckpt_NNNNNN.pt) or train again with a lower --lr.")
+
+
 def load_checkpoint(path: str | Path, variant: str | None = None) -> LoadedCheckpoint:
     """Load a checkpoint into a fresh student in eval mode (strict key and shape match)."""
     path = Path(path)
@@ -153,6 +166,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> LoadedCheck
     name, cfg, state = _unpack(_read(path), path, variant)
     model = build_student(cfg, seed=None, centre=False)
     _check_keys(state, model, name, path)
+    _check_finite(state, path)
     model.load_state_dict(state, strict=True)
     return LoadedCheckpoint(name, cfg, model.eval(), path)
 

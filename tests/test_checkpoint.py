@@ -97,10 +97,18 @@ def _bad_files(saved, tmp_path):
     torch.save({"variant": NAME, "config": cfg, "state_dict": reshaped}, shapes)
     files["shapes"] = (shapes, f"1 shape mismatches \\({name}: expected \\(1, 32, 3, 3\\), "
                               "got \\(2, 32, 3, 3\\)")
+    nonfinite = dict(state)
+    nonfinite["decoder.pred.weight"] = state["decoder.pred.weight"].clone()
+    nonfinite["decoder.pred.weight"][0, 0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    nans = tmp_path / "nan.pt"
+    torch.save({"variant": NAME, "config": cfg, "state_dict": nonfinite}, nans)
+    files["nonfinite"] = (nans, "non-finite weights in 1 tensors: decoder.pred.weight "
+                                "\(1 NaN, 1 inf\)")
     return files
 
 
-BAD = ["missing", "junk", "text", "truncated", "pickled", "no_state_dict", "keys", "shapes"]
+BAD = ["missing", "junk", "text", "truncated", "pickled", "no_state_dict", "keys", "shapes",
+       "nonfinite"]
 
 
 @pytest.mark.parametrize("case", BAD)
