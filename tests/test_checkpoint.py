@@ -103,7 +103,7 @@ def _bad_files(saved, tmp_path):
     nans = tmp_path / "nan.pt"
     torch.save({"variant": NAME, "config": cfg, "state_dict": nonfinite}, nans)
     files["nonfinite"] = (nans, "non-finite weights in 1 tensors: decoder.pred.weight "
-                                "\(1 NaN, 1 inf\)")
+                                r"\(1 NaN, 1 inf\)")
     return files
 
 
