@@ -3,8 +3,9 @@
     python benchmarks/export_time.py [--size 480x864] [--queues 2,20] [--variants all]
 
 Prints one row per (variant, queue): seconds per phase and in total, the fp16 gates' IoU,
-and both GPU verdicts (LiteRT's accelerator, with its parity, and TF 2.17's analyzer). The target is <= 60 s per export on a 2-core machine.
-Exports go to a temporary folder that is deleted afterwards.
+and both GPU verdicts (LiteRT's accelerator, with its parity, and TF 2.17's analyzer). The
+target is <= 60 s per export on a 2-core machine. Exports go to a temporary folder that is
+deleted afterwards.
 """
 
 from __future__ import annotations
