@@ -1,7 +1,9 @@
-"""Generated clips: a textured object moving over a textured background, with its masks.
+"""Generated clips: textured objects moving over a textured background, with their masks.
 
-Tests and the demo use these (nothing is downloaded). The object is an ellipse that drifts,
-grows and shrinks; a second, differently textured ellipse passes over it as an occluder.
+Tests and the demo use these (nothing is downloaded). ``moving_object_clip``: an ellipse
+that drifts, grows and shrinks, and a second, differently textured ellipse passing over it
+as an occluder. ``shapes_clip``: a random star-convex shape and occluder. ``scene_clip``:
+several objects, a look-alike distractor and a moving camera (training data).
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ class Clip:
     frames: torch.Tensor  # T x 3 x H x W, RGB in [0, 1]
     masks: torch.Tensor  # T x H x W, 1.0 on the object (occluder removed)
     occluder: torch.Tensor  # T x H x W, 1.0 on the occluder
+    labels: torch.Tensor | None = None  # T x H x W uint8 ids, when there are more objects
 
     def ids(self) -> torch.Tensor:
-        """T x H x W uint8 DAVIS ids: 1 the object (where visible), 2 the occluder."""
+        """T x H x W uint8 DAVIS ids: 1 the object (where visible), 2 the occluder (or
+        ``labels``: 1..K the objects, 0 background and unannotated distractors)."""
+        if self.labels is not None:
+            return self.labels
         return (self.masks > 0.5).to(torch.uint8) + 2 * (self.occluder > 0.5).to(torch.uint8)
 
 
@@ -139,3 +145,66 @@ def shapes_clip(num_frames: int, height: int, width: int, seed: int = 0) -> Clip
         masks.append(obj * (1.0 - occ))
         occluders.append(occ)
     return Clip(torch.stack(frames), torch.stack(masks), torch.stack(occluders))
+
+
+def _window(canvas: torch.Tensor, top: float, left: float, height: int,
+            width: int) -> torch.Tensor:
+    """The height x width window of a C x H' x W' canvas at (top, left), clamped inside."""
+    y = int(np.clip(round(top), 0, canvas.shape[1] - height))
+    x = int(np.clip(round(left), 0, canvas.shape[2] - width))
+    return canvas[:, y : y + height, x : x + width]
+
+
+def scene_clip(num_frames: int, height: int, width: int, seed: int = 0) -> Clip:
+    """Several objects, the clips to train on: 2 or 3 annotated textured shapes (ids 1..K)
+    and one unannotated distractor textured like object 1, each with its own depth (they
+    occlude one another), drift, turn, breathing and growth or shrinking, over a two-octave
+    textured background seen by a panning, zooming camera. Textures move with their
+    shapes, so an object keeps its look."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    size = min(height, width)
+    count = int(rng.integers(2, 4))  # annotated objects; one distractor more
+    canvas = (_texture(gen, 2 * height, 2 * width, int(rng.integers(4, 10)))
+              * rng.uniform(0.3, 0.8) + 0.35 * _texture(gen, 2 * height, 2 * width, 24))
+    pan = rng.uniform(-0.25, 0.25, 2) * (height, width) / max(num_frames - 1, 1)
+    zoom = rng.uniform(-0.15, 0.15)  # relative change of the field of view over the clip
+    objects = []
+    for k in range(count + 1):
+        tex = (_texture(gen, 2 * height, 2 * width, int(rng.integers(2, 8)))
+               * torch.from_numpy(rng.uniform(0.3, 1.0, 3)).float()[:, None, None]
+               + rng.uniform(0.0, 0.4))
+        if k == count:  # the distractor: object 1's look, a little changed
+            tex = objects[0]["tex"] * rng.uniform(0.85, 1.15) + 0.05 * tex
+        lobes = int(rng.integers(0, 4))
+        objects.append({
+            "id": 0 if k == count else k + 1, "tex": tex.clamp(0.0, 1.0),
+            "shape": np.array([[rng.integers(2, 6), rng.uniform(0.05, 0.3),
+                                rng.uniform(0, 6.3)] for _ in range(lobes)]).reshape(-1, 3),
+            "start": rng.uniform([0.2, 0.2], [0.8, 0.8]) * (height, width),
+            "velocity": rng.uniform(-0.4, 0.4, 2) * (height, width) / max(num_frames, 1),
+            "radius": rng.uniform(0.08, 0.2) * size, "spin": rng.uniform(-0.12, 0.12),
+            "growth": rng.uniform(0.7, 1.4), "phase": rng.uniform(0, 6.3),
+            "depth": rng.random()})
+    frames, labels = [], []
+    for t in range(num_frames):
+        progress = t / max(num_frames - 1, 1)
+        view = 1.0 + zoom * progress  # field of view; objects scale by 1 / view
+        top, left = 0.5 * height + pan[0] * t, 0.5 * width + pan[1] * t
+        frame = _window(canvas, top, left, height, width)
+        ids = torch.zeros(height, width, dtype=torch.uint8)
+        for obj in sorted(objects, key=lambda o: o["depth"]):  # far to near
+            cy, cx = obj["start"] + obj["velocity"] * t - pan * t
+            cy = height / 2 + (cy - height / 2) / view
+            cx = width / 2 + (cx - width / 2) / view
+            scale = (obj["growth"] ** progress) * (1 + 0.1 * np.sin(t / 3 + obj["phase"]))
+            shape = _blob(height, width, cy, cx, obj["radius"] * scale / view,
+                          obj["spin"] * t, obj["shape"])
+            look = _window(obj["tex"], height - cy, width - cx, height, width)
+            frame = frame * (1 - shape) + look * shape
+            ids = torch.where(shape > 0.5, torch.tensor(obj["id"], dtype=torch.uint8), ids)
+        frames.append(frame.clamp(0.0, 1.0))
+        labels.append(ids)
+    label_map = torch.stack(labels)
+    return Clip(torch.stack(frames), (label_map == 1).float(), (label_map == 2).float(),
+                label_map)

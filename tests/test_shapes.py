@@ -72,3 +72,23 @@ def test_track_rejects_mismatched_mask(students):
     clip = moving_object_clip(2, 32, 48)
     with pytest.raises(UserError, match="first mask"):
         track(students["mobilenetv2-noaspp"], clip.frames, clip.masks[0, :16], 2)
+
+
+def test_scene_clips_have_several_objects_a_distractor_and_are_reproducible():
+    """mvos-synth --kind scene: 2-3 annotated objects in the first frame, objects that
+    move, the same clip for the same seed and another for another seed."""
+    from mobilevos_deploy.synthetic import scene_clip
+
+    clip = scene_clip(8, 60, 96, seed=3)
+    ids = clip.ids()
+    assert clip.frames.shape == (8, 3, 60, 96) and ids.shape == (8, 60, 96)
+    assert 0.0 <= float(clip.frames.min()) and float(clip.frames.max()) <= 1.0
+    present = set(torch.unique(ids[0]).tolist()) - {0}
+    assert present in ({1, 2}, {1, 2, 3})
+    assert set(torch.unique(ids).tolist()) <= {0, 1, 2, 3}
+    assert not torch.equal(ids[0], ids[-1])  # they move
+    assert torch.equal(scene_clip(8, 60, 96, seed=3).frames, clip.frames)
+    assert not torch.equal(scene_clip(8, 60, 96, seed=4).frames, clip.frames)
+    counts = [len(set(torch.unique(scene_clip(4, 60, 96, seed=s).ids()[0]).tolist()) - {0})
+              for s in range(6)]
+    assert max(counts) <= 3 and min(counts) >= 2

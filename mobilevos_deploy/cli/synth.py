@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..synthetic import moving_object_clip, shapes_clip, write_davis_clip
+from ..synthetic import moving_object_clip, scene_clip, shapes_clip, write_davis_clip
 from . import parse_size, user_errors
 
 
@@ -15,9 +15,10 @@ from . import parse_size, user_errors
               help="Dataset root; JPEGImages/480p/NAME and Annotations/480p/NAME go in it.")
 @click.option("--name", default="synth", show_default=True,
               help="Sequence name (with --clips > 1: NAME_000, NAME_001, ...).")
-@click.option("--kind", type=click.Choice(["ellipse", "shapes"]), default="ellipse",
-              show_default=True, help="ellipse: the demo clip; shapes: random textured "
-              "shapes with an occluder (training experiments).")
+@click.option("--kind", type=click.Choice(["ellipse", "shapes", "scene"]), default="ellipse",
+              show_default=True, help="ellipse: the demo clip; shapes: a random textured "
+              "shape with an occluder; scene: 2-3 objects, a look-alike distractor and a "
+              "moving camera (training data).")
 @click.option("--clips", type=click.IntRange(1), default=1, show_default=True,
               help="Number of sequences; clip i uses seed SEED + i.")
 @click.option("--frames", "num_frames", default=24, show_default=True, type=click.IntRange(3))
@@ -31,9 +32,12 @@ def main(out: Path, name: str, kind: str, clips: int, num_frames: int, size: str
         if kind == "ellipse":
             clip = moving_object_clip(num_frames, height, width, seed=seed + i,
                                       occluder_from=0.85)
-        else:
+        elif kind == "shapes":
             clip = shapes_clip(num_frames, height, width, seed=seed + i)
+        else:
+            clip = scene_clip(num_frames, height, width, seed=seed + i)
         seq = name if clips == 1 else f"{name}_{i:03d}"
         frames_dir, masks_dir = write_davis_clip(clip, out, seq)
     click.echo(f"{out}: {clips} sequence(s) of {num_frames} frames at {height}x{width}, "
-               f"last {frames_dir.name}; masks: object 1, occluder 2")
+               f"last {frames_dir.name}; masks: "
+               + ("objects 1..K" if kind == "scene" else "object 1, occluder 2"))
