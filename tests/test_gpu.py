@@ -181,6 +181,22 @@ def test_gpu_parity_fails_against_another_students_reference(exports, students, 
     assert entry["files"]["step_fp16.tflite"]["reference"].startswith("litert-cpu")
 
 
+def test_where_the_device_computes_in_fp16_the_fp16_files_roll_out_on_it(
+        exports, students, tmp_path, monkeypatch):
+    """The path a GPU with fp16 takes (SwiftShader has none, so it is forced here and the
+    rollout runs in fp32): the fp16 files, precision loss allowed, closed loop against the
+    PyTorch rollout."""
+    import mobilevos_deploy.export.gpu_gate as gate_module
+
+    monkeypatch.setattr(gate_module, "computes_in_fp16", lambda session, work: True)
+    specs, ref = torch_reference(students[NAME], 2, EXPORT_HEIGHT, EXPORT_WIDTH)
+    gates, entry = gpu_run_gate(shipped(exports(NAME, 2).folder), specs, ref.for_gpu(), False,
+                                [], tmp_path)
+    assert [g.name for g in gates] == ["gpu_parity", "rollout_gpu_fp16"]
+    assert all(g.passed for g in gates) and gates[1].figures["min_iou"] >= 0.99
+    assert entry["fp16_compute_available"] is True
+
+
 def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, monkeypatch):
     """The bug LiteRT's GPU accelerator found: at queue 1 the state used to pass through as
     the input tensor itself, and the accelerator then computed from garbage (prob error
