@@ -29,18 +29,10 @@ from mobilevos_deploy.cli import parse_queues
 from mobilevos_deploy.config import get_variant, variant_names
 from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import check_gpu
-from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16
+from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16, largest_tensor
 from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
 from mobilevos_deploy.export.runtimes import tflite_shape
 from mobilevos_deploy.student import build_student
-
-
-def largest_tensor(path: Path) -> tuple[int, str]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(model_path=str(path)).get_tensor_details()
-    size, name = max((int(np.prod(d["shape"])) * 4, d["name"]) for d in details)
-    return size, name
 
 
 def gpu_vs_cpu(session: GpuSession, path: Path, spec) -> tuple[float, float]:

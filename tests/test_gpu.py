@@ -66,6 +66,8 @@ ERROR: Following operations are not supported by GPU delegate:
 ARG_MAX: Tensor type(INT64) is not supported. output_0
 CAST: Tensor type(INT64) is not supported. model/ExpandDims
 No operations will run on the GPU, and all 3 operations will run on the CPU.
+E0000 delegate_webgpu.cc:478] Failed to create litert::ml_drift::DelegateKernelLiteRt: \
+RESOURCE_EXHAUSTED: Requested allocation size - 1280000000 bytes.
 """
 
 
@@ -75,6 +77,8 @@ def test_worker_log_gives_the_adapter_and_every_refused_op():
     assert parsed["adapter"]["backend"] == "Vulkan" and parsed["adapter"]["software"]
     assert [u["op"] for u in parsed["unsupported"]] == ["ARG_MAX", "CAST"]
     assert "INT64" in parsed["unsupported"][0]["reason"]
+    assert parsed["errors"] == ["RESOURCE_EXHAUSTED: Requested allocation size - 1280000000 "
+                                "bytes."]
     hardware = LOG.replace("CPU / Software", "Integrated GPU").split("\n")[0]
     assert not parse_log(hardware)["adapter"]["software"]
 
@@ -122,7 +126,7 @@ def test_fp16_probe_tells_fp16_from_fp32_compute(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     path = tmp_path / "probe.tflite"
-    path.write_bytes(gpu_run.fp16_probe_model())
+    path.write_bytes(gpu_run.add_model())
     x = np.ones((1, 1, 1, 4), np.float32)
     z = Interpreter(model_path=str(path)).get_signature_runner()(x=x, y=x * 2.0**-12)["z"]
     assert np.all(z == np.float32(1 + 2.0**-12))  # fp32 keeps the 2^-12 ...
@@ -278,6 +282,20 @@ def test_check_flags_the_negative_control_by_both_verdicts(control_tflite):
     accelerator, analyzer = result.output.split("TensorFlow 2.17 analyzer")
     assert "refused" in accelerator and "ARG_MAX" in accelerator
     assert "incompatible" in analyzer and "ARG_MAX" in analyzer and "TOPK_V2" in analyzer
+
+
+def test_a_tensor_beyond_the_devices_largest_allocation_is_refused(tmp_path):
+    """The accelerator checks every tensor against the device's largest allocation when it
+    compiles (SwiftShader: 1 GiB); the analyzer, which knows no device, approves. A 32 GB
+    tensor is beyond any GPU's single allocation."""
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(gpu_run.add_model((1, 1, 2_000_000_000, 4)))
+    result = CliRunner().invoke(check_cli, [str(path)])
+    assert result.exit_code == 1, result.output
+    accelerator, analyzer = result.output.split("TensorFlow 2.17 analyzer")
+    assert "RESOURCE_EXHAUSTED" in accelerator and "allocation size" in accelerator
+    assert "largest tensor 30517.6 MiB" in accelerator
+    assert analyzer.startswith(": compatible")
 
 
 def test_check_bad_input_exits_2(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .gpu_check import GpuReport, check_gpu
-from .gpu_run import Adapter, GpuSession, LoadReport
+from .gpu_run import Adapter, GpuSession, LoadReport, largest_tensor
 
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -64,7 +64,8 @@ def check_tflite(paths: list[Path]) -> CheckResult:
     with GpuSession() as session:
         for i, p in enumerate(paths):
             report = session.load(f"file{i}", p)
-            if not report.fully_accelerated and not report.unsupported:
+            if not report.fully_accelerated and not report.unsupported and \
+                    "RESOURCE_EXHAUSTED" not in (report.error or ""):
                 raise UserError(f"{p}: LiteRT could not load it for the GPU: {report.error}")
             verdicts.append(FileVerdict(p, report, analyzer[str(p)]))
         adapter = session.adapter
@@ -80,6 +81,11 @@ def format_result(result: CheckResult) -> str:
         lines.append(f"  LiteRT GPU accelerator on {device}: "
                      + ("fully accelerated" if a.fully_accelerated else "refused"))
         lines += [f"    {u['op']}: {u['reason']}" for u in a.unsupported]
+        if not a.fully_accelerated and not a.unsupported and a.error:
+            lines.append(f"    {a.error}")
+        size, name = largest_tensor(f.path)
+        lines.append(f"  largest tensor {size / 2**20:.1f} MiB ({name}): a device whose largest "
+                     "GPU allocation is smaller refuses the graph")
         exempt = (f" ({t.exempt_fp16_dequantize} fp16-weight DEQUANTIZE warnings recognised)"
                   if t.exempt_fp16_dequantize else "")
         lines.append("  TensorFlow 2.17 analyzer: "

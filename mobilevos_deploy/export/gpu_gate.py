@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .gpu_run import GpuSession, LoadReport, computes_in_fp16
+from .gpu_run import GpuSession, LoadReport, computes_in_fp16, largest_tensor
 from .graphs import GraphSpec
 from .parity import GateError, GateResult, rollout, rollout_gate, step_parity
 from .runtimes import gpu_runner, tflite_runner
@@ -105,7 +105,8 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
                 "computed_in": "fp32 (enforce_f32)",
                 "reference": "pytorch" if precision == "fp32" else "litert-cpu (same file)",
                 "errors": {k.split(".", 1)[1]: v for k, v in one.figures.items()},
-                "compile_s": r.compile_s, "run_s": time.perf_counter() - start}
+                "compile_s": r.compile_s, "run_s": time.perf_counter() - start,
+                "largest_tensor_bytes": largest_tensor(p)[0]}
             parity.passed = parity.passed and one.passed
             parity.figures.update(one.figures)
             parity.offending += one.offending

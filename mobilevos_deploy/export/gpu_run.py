@@ -174,15 +174,27 @@ class GpuSession:
         return float(self._call({"op": "memory"})[0]["peak_memory_mb"])
 
 
-def fp16_probe_model() -> bytes:
-    """A one-ADD TFLite model: z = x + y on 1 x 1 x 1 x 4 float32 tensors."""
+def largest_tensor(path: Path) -> tuple[int, str]:
+    """(bytes at fp32, name) of the largest tensor of a TFLite file: what one GPU buffer
+    must hold. LiteRT's accelerator refuses, at compile time, a tensor beyond the device's
+    largest allocation (seen: "RESOURCE_EXHAUSTED: Requested allocation size - 1280000000
+    bytes. Max allocation size for this GPU - 1073741824 bytes" on SwiftShader)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    return max((int(np.prod(d["shape"])) * 4, d["name"]) for d in details)
+
+
+def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
+    """A one-ADD TFLite model, z = x + y on float32 tensors of ``shape``: the fp16 probe,
+    and (very large) a graph no device can allocate."""
     from ai_edge_litert import schema_py_generated as fb
 
     from .flatbuf import pack_model
 
     def tensor(name: str):
         t = fb.TensorT()
-        t.name, t.shape, t.type, t.buffer = name, [1, 1, 1, 4], fb.TensorType.FLOAT32, 0
+        t.name, t.shape, t.type, t.buffer = name, list(shape), fb.TensorType.FLOAT32, 0
         return t
 
     code = fb.OperatorCodeT()
@@ -205,7 +217,7 @@ def fp16_probe_model() -> bytes:
     model = fb.ModelT()
     model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
     model.buffers, model.signatureDefs = [fb.BufferT()], [sig]
-    model.description = "mobilevos-deploy fp16-compute probe"
+    model.description = "mobilevos-deploy one-ADD model"
     return pack_model(model, 1024)
 
 
@@ -213,7 +225,7 @@ def computes_in_fp16(session: GpuSession, work: Path) -> bool:
     """Whether the device computes in fp16 when precision loss is allowed: 1 + 2^-12 is
     1 in fp16 (its spacing at 1 is 2^-10) and 1.000244 in fp32."""
     path = Path(work) / "fp16_probe.tflite"
-    path.write_bytes(fp16_probe_model())
+    path.write_bytes(add_model())
     report = session.load("fp16_probe", path, enforce_f32=False)
     if not report.fully_accelerated:
         raise UserError(f"the fp16 probe did not run on the GPU: {report.error}")

@@ -69,10 +69,17 @@ def write_message(stream, meta: dict, arrays: dict[str, np.ndarray] | None = Non
     stream.flush()
 
 
+STATUS = re.compile(r"\b(RESOURCE_EXHAUSTED|INVALID_ARGUMENT|UNIMPLEMENTED|INTERNAL|"
+                    r"FAILED_PRECONDITION|OUT_OF_RANGE): (.*)$")
+
+
 def parse_log(text: str) -> dict:
-    """The refused ops (op name and reason) and the selected Vulkan adapter, from the log."""
-    unsupported, adapter, inside = [], None, False
+    """The refused ops (op name and reason), the backend's own error statuses (a tensor
+    larger than the device can allocate, say) and the selected Vulkan adapter."""
+    unsupported, errors, adapter, inside = [], [], None, False
     for line in text.splitlines():
+        if m := STATUS.search(line):
+            errors.append(f"{m[1]}: {m[2].strip()}")
         if m := ADAPTER.search(line):
             kind = m["type"].strip()
             adapter = {"name": m["name"].strip(), "arch": m["arch"], "vendor": m["vendor"],
@@ -87,7 +94,7 @@ def parse_log(text: str) -> dict:
                 continue
             op, _, reason = line.strip().partition(":")
             unsupported.append({"op": op.strip(), "reason": reason.strip()})
-    return {"unsupported": unsupported, "adapter": adapter}
+    return {"unsupported": unsupported, "errors": errors, "adapter": adapter}
 
 
 class _CapturedStderr:
@@ -143,6 +150,8 @@ class Worker:
         reply["compile_s"] = time.perf_counter() - start
         parsed = parse_log(log.text)
         self.adapter = parsed["adapter"] or self.adapter
+        if "error" in reply and parsed["errors"]:
+            reply["error"] = "; ".join(dict.fromkeys(parsed["errors"]))
         reply.update(unsupported=parsed["unsupported"], adapter=self.adapter,
                      fully_accelerated=bool(model is not None and model.is_fully_accelerated()))
         if model is not None:
