@@ -131,12 +131,12 @@ def test_report_without_a_verdict_is_an_error():
 def test_failed_conversion_names_the_step_and_leaves_nothing(students, tmp_path, monkeypatch):
     real = api.Conversion
 
-    def corrupt_then_convert(graphs, work):  # the converter gets a broken step.onnx
+    def corrupt_then_convert(graphs, work, **kw):  # the converter gets a broken step.onnx
         path, spec = graphs["step"]
         broken = work / "broken" / path.name
         broken.parent.mkdir()
         broken.write_bytes(b"not an onnx file")
-        return real(dict(graphs, step=(broken, spec)), work)
+        return real(dict(graphs, step=(broken, spec)), work, **kw)
 
     monkeypatch.setattr(api, "Conversion", corrupt_then_convert)
     with pytest.raises(UserError, match=r"TFLite conversion failed .* at step onnx2tf"):
@@ -148,8 +148,8 @@ def test_interrupted_export_stops_the_converter_and_leaves_nothing(students, tmp
                                                                    monkeypatch):
     real, started = api.Conversion, []
 
-    def record(graphs, work):
-        started.append(real(graphs, work))
+    def record(graphs, work, **kw):
+        started.append(real(graphs, work, **kw))
         return started[-1]
 
     def interrupt(*args):

@@ -24,9 +24,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,28 +74,46 @@ def default_folder_name(variant: str, queue: int, height: int, width: int) -> st
 
 @dataclass
 class _Reference:
-    """What the TFLite gates compare against, computed while TensorFlow converts."""
+    """What the TFLite and GPU gates compare against, computed while TensorFlow converts.
+    ``probs`` (the PyTorch rollout) comes last; the GPU gate, which starts earlier, waits
+    for it only where it needs it."""
 
     frames: np.ndarray
     masks: np.ndarray
     inputs: dict[str, np.ndarray]  # one realistic step input
     expected: dict[str, np.ndarray]  # PyTorch probe outputs on it
-    probs: np.ndarray  # PyTorch closed-loop rollout
+    probs: np.ndarray | None  # PyTorch closed-loop rollout
     init_inputs: dict[str, np.ndarray]  # the first frame and mask
     init_expected: dict[str, np.ndarray]  # PyTorch init outputs on them
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.probs is not None:
+            self.ready.set()
+
+    def set_probs(self, probs: np.ndarray) -> None:
+        self.probs = probs
+        self.ready.set()
+
+    def wait_probs(self) -> np.ndarray:
+        self.ready.wait()
+        if self.probs is None:
+            raise UserError("the PyTorch reference rollout did not complete")
+        return self.probs
 
     def for_gpu(self) -> GpuInputs:
         return GpuInputs(self.init_inputs, self.init_expected, self.inputs, self.expected,
-                         self.frames, self.masks[0], self.probs)
+                         self.frames, self.masks[0], self.wait_probs)
 
 
-def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
-                     onnx_files: dict[str, Path], height: int,
-                     width: int) -> tuple[list[GateResult], _Reference]:
+def _reference_inputs(student: Student, queue: int, specs: dict[str, GraphSpec], height: int,
+                      width: int) -> _Reference:
+    """The clip, the init on its first frame, and a realistic step: memory filled by a few
+    steps of the clip, with PyTorch's probe outputs on it (no rollout yet)."""
     frames, masks = nchw_clip(ROLLOUT_FRAMES, height, width, seed=1)
     init_t = torch_runner(graph_module(student, queue, "init"), specs["init"])
-    probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
     step_t = torch_runner(graph_module(student, queue, "step"), specs["step"])
+    probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
     state_names = specs["step"].input_names[1:]
 
     # a realistic state: memory filled by a few steps of the clip
@@ -105,7 +124,17 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
         out = step_t({"frame": frames[t : t + 1], **state})
         state = {n: out[NEXT + n] for n in state_names}
     inputs = {"frame": frames[4:5], **state}
-    expected = probe_t(inputs)
+    return _Reference(frames, masks, inputs, probe_t(inputs), None, init_inputs, init_expected)
+
+
+def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
+                     onnx_files: dict[str, Path], ref: _Reference) -> list[GateResult]:
+    """ONNX Runtime's step parity, memory dependence, the PyTorch rollout (``ref.probs``),
+    ONNX Runtime's rollout and the fp16-compute rollout."""
+    frames, masks, inputs, expected = ref.frames, ref.masks, ref.inputs, ref.expected
+    init_t = torch_runner(graph_module(student, queue, "init"), specs["init"])
+    step_t = torch_runner(graph_module(student, queue, "step"), specs["step"])
+    probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
     gates = [step_parity(specs["probe"], lambda _: expected, {
         "onnx": onnx_runner(onnx_files["probe"], specs["probe"])}, inputs,
         prob_atol=1e-4, state_rtol=1e-4)]
@@ -118,15 +147,13 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
         dep.offending.append(f"zeroing mem_values moved prob by only {moved:.3g} (need > 0.01)")
     gates.append(dep)
 
-    ref = _Reference(frames, masks, inputs, expected,
-                     rollout(init_t, step_t, specs["step"], frames, masks[0]), init_inputs,
-                     init_expected)
+    ref.set_probs(rollout(init_t, step_t, specs["step"], frames, masks[0]))
     probs = rollout(onnx_runner(onnx_files["init"], specs["init"]),
                     onnx_runner(onnx_files["step"], specs["step"]), specs["step"], frames,
                     masks[0])
     gates.append(rollout_gate("rollout_onnx", ref.probs, probs, 0.999, 1e-3))
     gates.append(_fp16_compute_gate(student, queue, specs, ref))
-    return gates, ref
+    return gates
 
 
 def _fp16_compute_gate(student: Student, queue: int, specs: dict[str, GraphSpec],
@@ -223,32 +250,39 @@ def export_model(
         for name, path in onnx_files.items():
             export_onnx(graph_module(student, queue, name), specs[name], path)
         seconds["onnx"] = time.perf_counter() - start
-        conversion = Conversion({n: (p, specs[n]) for n, p in onnx_files.items()}, work)
-        try:
-            gates, ref = _reference_gates(student, queue, specs, onnx_files, height, width)
-            seconds["torch_onnx_gates"] = time.perf_counter() - start - sum(seconds.values())
-            tfl = conversion.result()
-        finally:
-            conversion.cancel()
-        seconds["convert_wait"] = time.perf_counter() - start - sum(seconds.values())
-        shipped = []
-        for name in SHIPPED:
-            for precision in precisions:
-                path = staging / f"{name}_{precision}.tflite"
-                shutil.copyfile(tfl[f"{name}_{precision}"], path)
-                check_io(path, specs[name])
-                shipped.append(path)
-        # the GPU worker is a process of its own and mostly single-threaded: it runs
-        # beside the CPU runtimes' gates and the analyzer
-        with ThreadPoolExecutor(1) as pool:
-            on_gpu = pool.submit(gpu_run_gate, shipped, specs, ref.for_gpu(),
-                                 allow_cpu_fallback, warnings, work)
-            gates += _tflite_gates(ref, specs, tfl, gates[0])
-            seconds["tflite_gates"] = time.perf_counter() - start - sum(seconds.values())
-            gpu, gpu_entry = _gpu_gate(shipped, allow_cpu_fallback, warnings)
-            seconds["gpu_check"] = time.perf_counter() - start - sum(seconds.values())
-            gpu_gates, gpu_run_entry = on_gpu.result()
-        seconds["gpu_run_wait"] = time.perf_counter() - start - sum(seconds.values())
+        conversion = Conversion({n: (p, specs[n]) for n, p in onnx_files.items()}, work,
+                                fp32_only=frozenset({"probe"}))
+        # The GPU gate (its worker is a process of its own, mostly single-threaded) and the
+        # analyzer start as soon as the conversion is done, beside the PyTorch and ONNX
+        # Runtime gates; they run the converted files, which are copied to be shipped.
+        ref = None
+        converted: Future = Future()
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                ref = _reference_inputs(student, queue, specs, height, width)
+                on_gpu = pool.submit(_when_converted, conversion, converted, lambda tfl:
+                                     gpu_run_gate(_files(tfl, precisions), specs,
+                                                  ref.for_gpu(), allow_cpu_fallback,
+                                                  warnings, work))
+                analyzer = pool.submit(lambda: _gpu_gate(
+                    _files(converted.result(), precisions), allow_cpu_fallback, warnings))
+                gates = _reference_gates(student, queue, specs, onnx_files, ref)
+                seconds["torch_onnx_gates"] = time.perf_counter() - start - sum(
+                    seconds.values())
+                tfl = converted.result()
+                seconds["convert_wait"] = time.perf_counter() - start - sum(seconds.values())
+                for path in _files(tfl, precisions):
+                    shutil.copyfile(path, staging / path.name)
+                    check_io(staging / path.name, specs[path.stem.split("_")[0]])
+                gates += _tflite_gates(ref, specs, tfl, gates[0])
+                seconds["tflite_gates"] = time.perf_counter() - start - sum(seconds.values())
+                gpu, gpu_entry = analyzer.result()
+                gpu_gates, gpu_run_entry = on_gpu.result()
+                seconds["gpu_wait"] = time.perf_counter() - start - sum(seconds.values())
+            finally:
+                conversion.cancel()  # an export failing early stops the converter ...
+                if ref is not None:
+                    ref.ready.set()  # ... and nothing waits for a rollout that never comes
         gates += gpu_gates
         failed = [g for g in gates if not g.passed]
         if failed:
@@ -285,6 +319,23 @@ def export_model(
         raise
     seconds["total"] = time.perf_counter() - start
     return ExportResult(folder, manifest, gates, gpu, warnings, seconds)
+
+
+def _files(tfl: dict[str, Path], precisions: Sequence[str]) -> list[Path]:
+    """The converted files that ship: init and step in each precision."""
+    return [tfl[f"{name}_{precision}"] for name in SHIPPED for precision in precisions]
+
+
+def _when_converted(conversion: Conversion, converted: Future, then):
+    """Waits for the conversion (only here), hands its files to ``converted``, runs
+    ``then`` on them."""
+    try:
+        tfl = conversion.result()
+    except BaseException as exc:
+        converted.set_exception(exc)
+        raise
+    converted.set_result(tfl)
+    return then(tfl)
 
 
 def _check_replaceable(folder: Path) -> None:

@@ -27,7 +27,9 @@ class Conversion:
     """A running conversion; ``result()`` waits for it. Started early, it overlaps with the
     PyTorch and ONNX Runtime gates (TensorFlow's converter runs mostly on one core)."""
 
-    def __init__(self, graphs: dict[str, tuple[Path, GraphSpec]], work: Path) -> None:
+    def __init__(self, graphs: dict[str, tuple[Path, GraphSpec]], work: Path,
+                 fp32_only: frozenset[str] = frozenset()) -> None:
+        """``fp32_only``: graphs whose fp16 file nobody needs (the gates' probe)."""
         jobs, self.files = [], {}
         for name, (onnx_path, spec) in graphs.items():
             out = work / name
@@ -35,10 +37,11 @@ class Conversion:
             np.save(out / CALIBRATION, np.random.default_rng(0).random((20, 128, 128, 3),
                                                                        np.float32))
             keep = [n for n in spec.input_names if n in STATE_NAMES]  # 3-D state keeps layout
+            precisions = ["fp32"] if name in fp32_only else ["fp32", "fp16"]
             jobs.append({"onnx": str(onnx_path.resolve()), "out": str(out.resolve()),
                          "inputs": spec.input_names, "outputs": spec.output_names,
-                         "keep": keep})
-            for precision in ("fp32", "fp16"):
+                         "keep": keep, "precisions": precisions})
+            for precision in precisions:
                 self.files[f"{name}_{precision}"] = out / f"{onnx_path.stem}_{precision}.tflite"
         (work / "jobs.json").write_text(json.dumps(jobs, indent=1))
         self._log = open(work / "convert.log", "w+")  # noqa: SIM115 (closed in result())

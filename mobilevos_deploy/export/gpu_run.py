@@ -95,7 +95,10 @@ class GpuSession:
     by signature name, in the TFLite file's own layouts (4-D as NHWC).
     """
 
-    def __init__(self, python: Path | None = None, timeout_s: float = 900) -> None:
+    def __init__(self, python: Path | None = None, timeout_s: float = 900,
+                 nice: int = 0) -> None:
+        """``nice``: a lower CPU priority for the worker (a software device's runs are CPU
+        work; the export's gate runs them beside the PyTorch gates, which come first)."""
         python = python or checker_python()
         if python is None or not Path(python).exists():
             raise UserError(f"LiteRT's GPU accelerator is not installed: {NO_VENV_FIX}")
@@ -104,7 +107,8 @@ class GpuSession:
         self._log = tempfile.TemporaryFile(mode="w+")
         self._proc = subprocess.Popen(
             [str(python), "-u", str(Path(protocol.__file__))], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self._log, env=worker_env())
+            stdout=subprocess.PIPE, stderr=self._log, env=worker_env(),
+            preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
     def __enter__(self) -> GpuSession:
         return self

@@ -33,7 +33,7 @@ def _keras_model(job: dict):
     )
 
 
-def _tflite(model, job: dict) -> tuple[bytes, bytes]:
+def _tflite(model, job: dict) -> dict[str, bytes]:
     import tensorflow as tf
 
     specs = [tf.TensorSpec(x.shape, x.dtype, name)
@@ -46,11 +46,12 @@ def _tflite(model, job: dict) -> tuple[bytes, bytes]:
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    fp32 = converter.convert()
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_types = [tf.float16]
-    fp16 = converter.convert()
-    return fp32, fp16
+    out = {"fp32": converter.convert()}
+    if "fp16" in job["precisions"]:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+        out["fp16"] = converter.convert()
+    return out
 
 
 def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
@@ -96,10 +97,10 @@ def run(job: dict) -> None:
     try:
         model = _keras_model(job)
         step = "TFLiteConverter"
-        fp32, fp16 = _tflite(model, job)
+        written = _tflite(model, job)
         step = "naming I/O"
         out = Path(job["out"])
-        for precision, buf in (("fp32", fp32), ("fp16", fp16)):
+        for precision, buf in written.items():
             path = out / f"{Path(job['onnx']).stem}_{precision}.tflite"
             path.write_bytes(name_io(buf, job["inputs"], job["outputs"]))
     except Exception as exc:  # report which graph and step failed, then the traceback
