@@ -51,6 +51,11 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
                                  for p in ("fp32", "fp16")}
     for name, entry in run["files"].items():
         assert entry["fully_accelerated"] and not entry["unsupported"]
+        assert entry["largest_tensor_bytes"] > 0
+        if name.endswith("_fp16.tflite") and run["software_device"]:
+            assert entry["ran"].startswith("no")  # compiled; its fp32 twin ran
+            continue
+        assert entry["ran"] == "yes"
         want = {"mem_keys", "mem_values", "mem_valid"} if name.startswith("init") else {
             "prob", "next_mem_keys", "next_mem_values", "next_mem_valid"}
         assert set(entry["errors"]) == want
