@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import mobilevos_deploy.nn.readout as readout_module
@@ -15,7 +16,10 @@ from mobilevos_deploy.config import get_variant
 from mobilevos_deploy.errors import UserError
 from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import GateError, export_model
+from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu, parse_report
+from mobilevos_deploy.export.graphs import GraphSpec
+from mobilevos_deploy.stages import TensorSpec
 from mobilevos_deploy.student import build_student
 
 NAME = "mobilenetv2-noaspp"
@@ -221,3 +225,23 @@ def test_cli_exports_a_checkpoint_marked_trained(tmp_path):
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["trained"] is True and manifest["checkpoint"]["path"] == str(ckpt)
     assert manifest["precisions"] == ["fp32"]
+
+
+def test_the_converter_never_rewrites_the_onnx_file_it_is_given(tmp_path):
+    """onnx2tf runs onnxsim on its input and writes it back in place; the shipped ONNX
+    file, which ONNX Runtime's gates load while the conversion runs, must stay as written
+    (a gate once read it half-written)."""
+    from mobilevos_deploy.files import sha256
+
+    from .conftest import UnsupportedOps
+
+    path = tmp_path / "control.onnx"
+    torch.onnx.export(UnsupportedOps(), (torch.rand(1, 3, 16, 16),), str(path),
+                      input_names=["x"], output_names=["y"], opset_version=17, dynamo=False,
+                      do_constant_folding=False)  # leaves onnxsim something to rewrite
+    before = sha256(path)
+    spec = GraphSpec("control", (TensorSpec("x", (1, 3, 16, 16), "float32", "NCHW"),),
+                     (TensorSpec("y", (1, 6), "float32", "B,6"),))
+    convert_graphs({"control": (path, spec)}, tmp_path / "work")
+    assert sha256(path) == before
+    assert sha256(tmp_path / "work" / "control" / "control.onnx") != before  # onnxsim's copy

@@ -7,6 +7,7 @@ in a child, and its failure comes back as a UserError naming the graph and the s
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,16 @@ class Conversion:
         for name, (onnx_path, spec) in graphs.items():
             out = work / name
             out.mkdir(parents=True, exist_ok=True)
+            # onnx2tf runs onnxsim on its input file and writes it back in place: it gets a
+            # copy, so the ONNX file that ships, and that ONNX Runtime's gates load while it
+            # converts, is never rewritten under them (a gate once read it half-written)
+            copy = out / onnx_path.name
+            shutil.copyfile(onnx_path, copy)
             np.save(out / CALIBRATION, np.random.default_rng(0).random((20, 128, 128, 3),
                                                                        np.float32))
             keep = [n for n in spec.input_names if n in STATE_NAMES]  # 3-D state keeps layout
             precisions = ["fp32"] if name in fp32_only else ["fp32", "fp16"]
-            jobs.append({"onnx": str(onnx_path.resolve()), "out": str(out.resolve()),
+            jobs.append({"onnx": str(copy.resolve()), "out": str(out.resolve()),
                          "inputs": spec.input_names, "outputs": spec.output_names,
                          "keep": keep, "precisions": precisions})
             for precision in precisions:
