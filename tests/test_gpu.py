@@ -22,8 +22,8 @@ from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu
 from mobilevos_deploy.export.gpu_gate import gpu_run_gate
 from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16, worker_env
 from mobilevos_deploy.export.gpu_worker import parse_log
-from mobilevos_deploy.export.graphs import NEXT, graph_module, graph_specs
-from mobilevos_deploy.export.parity import nchw_clip, rollout
+from mobilevos_deploy.export.graphs import graph_module, graph_specs
+from mobilevos_deploy.export.parity import rollout
 from mobilevos_deploy.export.runtimes import torch_runner
 from mobilevos_deploy.nn.readout import MemoryReadout
 
@@ -35,21 +35,10 @@ NAME = "mobilenetv2-noaspp"
 def torch_reference(student, queue: int, height: int, width: int):
     """The specs and what the gates compare with, from PyTorch alone (as api builds it)."""
     specs = graph_specs(student, queue, height, width)
-    frames, masks = nchw_clip(api.ROLLOUT_FRAMES, height, width, seed=1)
+    ref = api._reference_inputs(student, queue, specs, height, width)
     init = torch_runner(graph_module(student, queue, "init"), specs["init"])
     step = torch_runner(graph_module(student, queue, "step"), specs["step"])
-    probe = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
-    names = specs["step"].input_names[1:]
-    init_inputs = {"frame": frames[:1], "mask": masks[:1, None]}
-    out = init_expected = init(init_inputs)
-    state = {n: out[n] for n in names}
-    for t in range(1, 4):
-        out = step({"frame": frames[t : t + 1], **state})
-        state = {n: out[NEXT + n] for n in names}
-    inputs = {"frame": frames[4:5], **state}
-    ref = api._Reference(frames, masks, inputs, probe(inputs),
-                         rollout(init, step, specs["step"], frames, masks[0]), init_inputs,
-                         init_expected)
+    ref.set_probs(rollout(init, step, specs["step"], ref.frames, ref.masks[0]))
     return specs, ref
 
 
