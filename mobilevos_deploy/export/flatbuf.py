@@ -21,6 +21,22 @@ class _AlignedBuilder(flatbuffers.Builder):
         return super().CreateNumpyVector(x)
 
 
+def serving_signature(fb, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]):
+    """A ``serving_default`` SignatureDefT of subgraph 0 from (name, tensor index) pairs;
+    ``fb`` is either schema module."""
+
+    def tensor_map(name: str, index: int):
+        entry = fb.TensorMapT()
+        entry.name, entry.tensorIndex = name, index
+        return entry
+
+    sig = fb.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.inputs = [tensor_map(n, i) for n, i in inputs]
+    sig.outputs = [tensor_map(n, i) for n, i in outputs]
+    return sig
+
+
 def pack_model(model, size_hint: int) -> bytes:
     """A ``ModelT`` (from either schema module: TensorFlow's or LiteRT's) as file bytes."""
     builder = _AlignedBuilder(size_hint + (1 << 16))

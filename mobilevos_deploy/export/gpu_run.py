@@ -194,7 +194,7 @@ def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
     and (very large) a graph no device can allocate."""
     from ai_edge_litert import schema_py_generated as fb
 
-    from .flatbuf import pack_model
+    from .flatbuf import pack_model, serving_signature
 
     def tensor(name: str):
         t = fb.TensorT()
@@ -209,18 +209,10 @@ def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
     graph = fb.SubGraphT()
     graph.tensors, graph.operators = [tensor("x"), tensor("y"), tensor("z")], [op]
     graph.inputs, graph.outputs = [0, 1], [2]
-
-    def tmap(name: str, index: int):
-        m = fb.TensorMapT()
-        m.name, m.tensorIndex = name, index
-        return m
-
-    sig = fb.SignatureDefT()
-    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-    sig.inputs, sig.outputs = [tmap("x", 0), tmap("y", 1)], [tmap("z", 2)]
     model = fb.ModelT()
     model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    model.buffers, model.signatureDefs = [fb.BufferT()], [sig]
+    model.buffers = [fb.BufferT()]
+    model.signatureDefs = [serving_signature(fb, [("x", 0), ("y", 1)], [("z", 2)])]
     model.description = "mobilevos-deploy one-ADD model"
     return pack_model(model, 1024)
 

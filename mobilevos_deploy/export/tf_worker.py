@@ -61,7 +61,7 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
     """
     from tensorflow.lite.python import schema_py_generated as fb
 
-    from .flatbuf import pack_model
+    from .flatbuf import pack_model, serving_signature
 
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(buf, 0))
     graph = model.subgraphs[0]
@@ -78,16 +78,9 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
     for index, name in zip([*graph.outputs, *in_index], [*outputs, *inputs], strict=True):
         graph.tensors[index].name = name.encode()
 
-    def tensor_map(name: str, index: int):
-        entry = fb.TensorMapT()
-        entry.name, entry.tensorIndex = name, index
-        return entry
-
-    sig = fb.SignatureDefT()
-    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-    sig.inputs = [tensor_map(n, i) for n, i in zip(inputs, in_index, strict=True)]
-    sig.outputs = [tensor_map(n, i) for n, i in zip(outputs, graph.outputs, strict=True)]
-    model.signatureDefs = [sig]
+    model.signatureDefs = [serving_signature(
+        fb, list(zip(inputs, in_index, strict=True)),
+        list(zip(outputs, graph.outputs, strict=True)))]
 
     return pack_model(model, len(buf))
 
