@@ -11,10 +11,12 @@ CHECKER_STAMP := $(CHECKER)/.installed
 # a software Vulkan device for that accelerator (SwiftShader, from Debian's chromium-common)
 VULKAN_STAMP := .vulkan/.installed
 
-# the demo's generated clip (mvos-synth, DAVIS layout) and the model it runs
+# the demo's generated clip (mvos-synth --kind scene, a seed no training or test set
+# uses: three objects and a look-alike distractor) and the model it runs
 DEMO_MODEL := export/mobilenetv2-noaspp_q2_480x864
 DEMO_CLIP := results/synth/JPEGImages/480p/synth
 DEMO_MASK := results/synth/Annotations/480p/synth/00000.png
+DEMO_TRUTH := results/synth/Annotations/480p
 
 .PHONY: demo test lint venv gpu-venv gpu-checker vulkan clean
 
@@ -47,14 +49,20 @@ demo: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
 	$(BIN)/mvos-export --queue 2 --size 480x864
 	$(BIN)/mvos-bench --queue 1-2 --size 480x864 --runs 10 --warmup 2 \
 		--results results/host.csv --plot results/host.png
-	$(BIN)/mvos-synth --out results/synth --frames 24 --size 480x854
+	$(BIN)/mvos-synth --out results/synth --kind scene --seed 200000 --frames 24 --size 480x854
 	$(BIN)/mvos-run --model $(DEMO_MODEL) --backend torch --frames $(DEMO_CLIP) \
 		--mask $(DEMO_MASK) --out results/run/torch/synth
 	$(BIN)/mvos-run --model $(DEMO_MODEL) --backend tflite --precision fp16 \
 		--frames $(DEMO_CLIP) --mask $(DEMO_MASK) --out results/run/tflite_fp16/synth \
 		--overlay results/run/overlay.png
+	@echo "== PyTorch vs the generated truth"
+	$(BIN)/mvos-eval --results results/run/torch --annotations $(DEMO_TRUTH)
+	@echo "== TFLite fp16 vs the generated truth"
+	$(BIN)/mvos-eval --results results/run/tflite_fp16 --annotations $(DEMO_TRUTH)
+	@echo "== TFLite fp16 vs PyTorch"
 	$(BIN)/mvos-eval --results results/run/tflite_fp16 --reference results/run/torch
-	$(BIN)/mvos-eval --results results/run/torch --annotations results/synth/Annotations/480p
+	@echo "== copying the first mask (baseline) vs the generated truth"
+	$(BIN)/mvos-eval --baseline copy-first --annotations $(DEMO_TRUTH)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilevos_deploy tests

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import student_for
+from .checkpoint import manifest_student, student_for
 from .errors import UserError
 from .export.graphs import GraphSpec
 from .export.manifest import MANIFEST
@@ -163,7 +163,7 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
     """The backend a user asked for, or a UserError naming the fix.
 
     ``model`` (an export folder) serves every backend at its exported size and queue;
-    ``ckpt`` (or neither: the seeded student) serves PyTorch at ``size``.
+    ``ckpt`` (or neither: the trained default student) serves PyTorch at ``size``.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -188,8 +188,7 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
         raise UserError(f"{model} was exported at {manifest['size'][0]}x{manifest['size'][1]}"
                         f"; export again with --size {size[0]}x{size[1]}, or drop --size")
     if backend == "torch":
-        ckpt_path = (manifest.get("checkpoint") or {}).get("path")
-        student = student_for(ckpt_path, manifest["variant"]).student
+        student = manifest_student(manifest)
         return TorchBackend(student, manifest["queue"], *manifest["size"])
     if backend.startswith("tflite") and precision not in manifest["precisions"]:
         raise UserError(f"{model} has no {precision} TFLite files (it has "

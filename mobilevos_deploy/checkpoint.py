@@ -21,6 +21,14 @@ from .student import Student, build_student
 
 _SHOW = 5  # names listed per problem before "... and N more"
 
+# The trained default student: what every command uses when given neither --ckpt nor
+# another --variant (models/mobilenetv2-noaspp.md is its model card). SEEDED, passed as
+# --ckpt, asks for the seeded random-initialised student instead.
+MODELS = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_CHECKPOINT = MODELS / "mobilenetv2-noaspp_synth.pt"
+DEFAULT_NAME = "mvos-synth-noaspp-v1"
+SEEDED = "seeded"
+
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
@@ -52,8 +60,8 @@ def _listing(names: list[str]) -> str:
 def _read(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(
-            f"checkpoint not found: {path}. Check the path, or leave out --ckpt to use a "
-            "seeded random-initialised student."
+            f"checkpoint not found: {path}. Check the path, or leave out --ckpt for the "
+            f"trained default student (--ckpt {SEEDED}: the seeded untrained one)."
         )
     if path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a folder; pass the .pt file inside it.")
@@ -176,13 +184,44 @@ class ChosenStudent:
     student: Student
     variant: str
     trained: bool  # False: the seeded random-initialised student
+    checkpoint: Path | None = None  # the file it was loaded from
+    name: str | None = None  # DEFAULT_NAME for the shipped default
+
+    def label(self) -> str:
+        if not self.trained:
+            return "UNTRAINED seeded student"
+        return self.name or f"checkpoint {self.checkpoint}"
 
 
 def student_for(ckpt: str | Path | None, variant: str | None,
                 default: str = DEFAULT_VARIANT) -> ChosenStudent:
-    """The checkpoint's student, or the seeded untrained one of ``variant`` (or the default)."""
+    """The student a command runs.
+
+    ``ckpt`` a file: that checkpoint. ``ckpt`` None: the shipped trained student when the
+    variant asked for (or ``default``) is its variant, else the seeded untrained student of
+    that variant. ``ckpt`` == SEEDED: the seeded untrained student, asked for by name.
+    """
+    name = variant or default
+    if ckpt is not None and str(ckpt) == SEEDED:
+        return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)
     if ckpt:
         loaded = load_checkpoint(ckpt, variant)
-        return ChosenStudent(loaded.student, loaded.variant, True)
-    name = variant or default
-    return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)
+        return ChosenStudent(loaded.student, loaded.variant, True, Path(ckpt))
+    get_variant(name)
+    if name != DEFAULT_VARIANT:
+        return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise CheckpointError(
+            f"the default trained student {DEFAULT_CHECKPOINT} is missing: it ships in the "
+            "repository's models/ folder (install with pip install -e from a checkout), or "
+            f"pass --ckpt FILE, or --ckpt {SEEDED} for the seeded untrained student")
+    loaded = load_checkpoint(DEFAULT_CHECKPOINT, DEFAULT_VARIANT)
+    return ChosenStudent(loaded.student, loaded.variant, True, DEFAULT_CHECKPOINT, DEFAULT_NAME)
+
+
+def manifest_student(manifest: dict) -> Student:
+    """The PyTorch student an export folder was made from (its checkpoint, else seeded)."""
+    path = (manifest.get("checkpoint") or {}).get("path")
+    if path is None:
+        return student_for(SEEDED, manifest["variant"]).student
+    return student_for(path, manifest["variant"]).student

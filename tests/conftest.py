@@ -1,5 +1,5 @@
-"""Shared fixtures: seeded random-initialised students and their exports, built once per
-session (exports lazily, on first use)."""
+"""Shared fixtures: the seeded random-initialised students, the shipped trained default
+student, and their exports, built once per session (exports lazily, on first use)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from mobilevos_deploy.config import get_variant, variant_names
+from mobilevos_deploy.checkpoint import ChosenStudent, student_for
+from mobilevos_deploy.config import DEFAULT_VARIANT, get_variant, variant_names
 from mobilevos_deploy.export.api import ExportResult, export_model
 from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.graphs import GraphSpec
@@ -18,6 +19,7 @@ from mobilevos_deploy.student import Student, build_student
 
 VARIANTS = variant_names()
 EXPORT_HEIGHT, EXPORT_WIDTH = 64, 96
+TRAINED = "trained"  # the shipped default student, as a key of the exports fixture
 
 
 @pytest.fixture(scope="session")
@@ -26,16 +28,32 @@ def students() -> dict[str, Student]:
 
 
 @pytest.fixture(scope="session")
-def exports(tmp_path_factory, students):
-    """Lazily exported folders, one per (variant, queue), shared by the whole session."""
+def trained() -> ChosenStudent:
+    """The student every command uses by default (models/mobilenetv2-noaspp_synth.pt)."""
+    chosen = student_for(None, None)
+    assert chosen.trained and chosen.variant == DEFAULT_VARIANT
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory, students, trained):
+    """Lazily exported folders, one per (variant, queue), shared by the whole session;
+    variant TRAINED is the shipped default student, exported as mvos-export does it."""
     root = tmp_path_factory.mktemp("exports")
     done: dict[tuple[str, int], ExportResult] = {}
 
     def get(variant: str, queue: int) -> ExportResult:
         if (variant, queue) not in done:
-            done[variant, queue] = export_model(
-                students[variant], variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH,
-                root / f"{variant}_q{queue}", trained=False)
+            folder = root / f"{variant}_q{queue}"
+            if variant == TRAINED:
+                done[variant, queue] = export_model(
+                    trained.student, trained.variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH,
+                    folder, trained=True, checkpoint=trained.checkpoint,
+                    model_name=trained.name)
+            else:
+                done[variant, queue] = export_model(
+                    students[variant], variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH, folder,
+                    trained=False)
         return done[variant, queue]
 
     return get

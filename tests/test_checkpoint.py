@@ -6,7 +6,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mobilevos_deploy.checkpoint import load_checkpoint, save_checkpoint
+from mobilevos_deploy import checkpoint
+from mobilevos_deploy.checkpoint import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_NAME,
+    MODELS,
+    SEEDED,
+    load_checkpoint,
+    save_checkpoint,
+    student_for,
+)
 from mobilevos_deploy.cli.track import main as track_cli
 from mobilevos_deploy.config import get_variant
 from mobilevos_deploy.errors import CheckpointError, UserError
@@ -144,3 +153,47 @@ def test_cli_runs_a_good_checkpoint(saved):
     result = run_cli("--ckpt", str(path), "--frames", "3")
     assert result.exit_code == 0, result.output
     assert f"variant {NAME} (checkpoint" in result.output
+
+
+# --- the shipped trained default student ------------------------------------------------------
+
+def test_default_is_the_shipped_checkpoint_and_seeded_is_asked_for_by_name(trained):
+    assert trained.checkpoint == DEFAULT_CHECKPOINT and trained.name == DEFAULT_NAME
+    shipped = load_checkpoint(DEFAULT_CHECKPOINT).student.state_dict()
+    for key, value in trained.student.state_dict().items():
+        assert torch.equal(value, shipped[key]), key
+    assert student_for(None, NAME).checkpoint == DEFAULT_CHECKPOINT  # its variant, named
+    seeded = student_for(SEEDED, None)
+    assert not seeded.trained and seeded.variant == NAME and seeded.checkpoint is None
+    reference = build_student(get_variant(NAME).config, seed=0).state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in seeded.student.state_dict().items())
+    assert not torch.equal(shipped["decoder.pred.weight"], reference["decoder.pred.weight"])
+    other = student_for(None, "resnet18")  # other variants stay seeded, labelled untrained
+    assert not other.trained and other.label() == "UNTRAINED seeded student"
+
+
+def test_track_cli_names_the_student_it_ran():
+    default = run_cli()
+    assert default.exit_code == 0 and DEFAULT_NAME in default.output, default.output
+    assert "not a quality figure" not in default.output
+    seeded = run_cli("--ckpt", SEEDED)
+    assert seeded.exit_code == 0 and "UNTRAINED seeded student" in seeded.output
+    assert "not a quality figure" in seeded.output
+
+
+def test_a_missing_default_checkpoint_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(checkpoint, "DEFAULT_CHECKPOINT", tmp_path / "gone.pt")
+    with pytest.raises(CheckpointError, match=f"--ckpt {SEEDED} for the seeded"):
+        student_for(None, None)
+    result = run_cli()
+    assert result.exit_code == 2 and "gone.pt" in result.output
+    assert student_for(SEEDED, None).trained is False  # the seeded student needs no file
+
+
+def test_model_card_names_the_shipped_file_by_its_hash():
+    from mobilevos_deploy.files import sha256
+
+    card = (MODELS / f"{DEFAULT_NAME}.md").read_text()
+    assert sha256(DEFAULT_CHECKPOINT) in card
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 10 * 2**20
+    assert "not a model for real videos" in card

@@ -12,16 +12,19 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from mobilevos_deploy.checkpoint import DEFAULT_CHECKPOINT, DEFAULT_NAME
+from mobilevos_deploy.config import DEFAULT_VARIANT as NOASPP
 from mobilevos_deploy.export.api import export_model
 from mobilevos_deploy.export.manifest import sha256
-from mobilevos_deploy.export.parity import nchw_clip
+from mobilevos_deploy.export.parity import FLOOR_FACTOR, nchw_clip
 
 from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
-from .conftest import VARIANTS
+from .conftest import TRAINED, VARIANTS
 
 QUEUES = (1, 2, 5)
-CASES = [(v, q) for v in VARIANTS for q in QUEUES]
+# the seeded students at three queues, and the shipped trained student at the default one
+CASES = [(v, q) for v in VARIANTS for q in QUEUES] + [(TRAINED, 2)]
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)
@@ -37,7 +40,8 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     parity = gates["step_parity"]
     for runtime in ("onnx", "tflite32"):  # the read-out and every state tensor are checked
         for name in ("prob", "next_mem_keys", "next_mem_values", "next_mem_valid", "readout"):
-            assert 0.0 <= parity[f"{runtime}.{name}"] <= 1e-4
+            limit = max(1e-4, FLOOR_FACTOR * parity[f"pytorch_fp32_vs_fp64.{name}"])
+            assert 0.0 <= parity[f"{runtime}.{name}"] <= limit
     assert gates["memory_dependence"]["max_prob_change"] > 1e-2
     assert gates["rollout_tflite_fp32"]["min_iou"] >= 0.999
     assert gates["rollout_tflite_fp32"]["max_prob_err"] <= 1e-3
@@ -68,7 +72,13 @@ def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
     result = exports(variant, queue)
     on_disk = json.loads((result.folder / "manifest.json").read_text())
     assert on_disk == result.manifest
-    assert on_disk["trained"] is False and on_disk["queue"] == queue
+    assert on_disk["queue"] == queue
+    if variant == TRAINED:  # the shipped student is named, with the hash of its file
+        ckpt = on_disk["checkpoint"]
+        assert on_disk["trained"] is True and ckpt["name"] == DEFAULT_NAME
+        assert ckpt["sha256"] == sha256(DEFAULT_CHECKPOINT) and on_disk["variant"] == NOASPP
+    else:
+        assert on_disk["trained"] is False and on_disk["checkpoint"] is None
     files = sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
     assert files == sorted(on_disk["files"]) == sorted(
         ["init.onnx", "step.onnx", "init_fp32.tflite", "init_fp16.tflite",
@@ -122,7 +132,7 @@ def test_every_tensor_is_static_batch_1_and_at_most_4d(exports, variant, queue):
         assert not any(op.startswith("Flex") for op in ops)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*VARIANTS, TRAINED])
 def test_state_loop_runs_from_the_manifest_alone(exports, variant):
     """The app's loop `state = step(frame, state)` using only the manifest, on fp16."""
     result = exports(variant, 2)

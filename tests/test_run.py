@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mobilevos_deploy.backends import TorchBackend, open_backend
+from mobilevos_deploy.checkpoint import student_for
 from mobilevos_deploy.cli import eval as eval_cli
 from mobilevos_deploy.cli import run as run_cli
 from mobilevos_deploy.evaluate import evaluate
@@ -20,9 +21,10 @@ from mobilevos_deploy.media import davis_palette, read_mask, write_mask
 from mobilevos_deploy.runner import run_video
 from mobilevos_deploy.segment import Letterbox, aggregate
 from mobilevos_deploy.stages import StepStage
-from mobilevos_deploy.synthetic import moving_object_clip, write_davis_clip
+from mobilevos_deploy.synthetic import moving_object_clip, scene_clip, shapes_clip, write_davis_clip
+from mobilevos_deploy.train.validate import validate
 
-from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH
+from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH, TRAINED
 
 VARIANT = "mobilenetv2-noaspp"
 FRAMES, SRC_H, SRC_W = 8, 60, 90  # not the model's size: the letterbox is exercised
@@ -136,10 +138,12 @@ def test_video_file_input(clip_root, tmp_path):
     capture.release()
 
 
-def test_task_level_parity_of_the_exported_backends(exports, clip_root, tmp_path):
+@pytest.mark.parametrize("student", [TRAINED, VARIANT])
+def test_task_level_parity_of_the_exported_backends(exports, clip_root, tmp_path, student):
     """ONNX Runtime, TFLite fp32 and LiteRT's GPU accelerator against PyTorch on the same
-    clip: J&F >= 0.99. TFLite fp16 is reported, not asserted."""
-    folder = exports(VARIANT, 2).folder
+    clip: J&F >= 0.99, for the shipped trained student and the seeded one. TFLite fp16 is
+    reported, not asserted."""
+    folder = exports(student, 2).folder
     frames, mask, _ = _paths(clip_root)
     outs = {}
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"),
@@ -164,6 +168,30 @@ def test_task_level_parity_of_the_exported_backends(exports, clip_root, tmp_path
         ids = read_mask(p)
         write_mask(swapped / p.name, np.where(ids == 1, 2, np.where(ids == 2, 1, ids)))
     assert evaluate(swapped.parent, reference).summary.jf < 0.5
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """One clip of each mvos-synth training kind, from seeds the default student never saw
+    (its training used 0-299, validation 50000-50003, the test set 100000-100007)."""
+    root = tmp_path_factory.mktemp("held_out")
+    write_davis_clip(scene_clip(12, 240, 427, seed=300123), root, "scene")
+    write_davis_clip(shapes_clip(12, 240, 427, seed=300123), root, "shapes")
+    return root
+
+
+def test_the_trained_student_tracks_and_the_seeded_one_does_not(trained, held_out):
+    """The issue's bar, on two held-out clips at 240x432 (the test set in docs/TRAINING.md
+    is 16 clips at 480x864): J&F at least 0.2 above copying the first mask. The seeded
+    student, the negative control, falls short of it."""
+    baseline = evaluate(None, held_out / "Annotations" / "480p").summary.jf
+    scores = {name: validate(chosen.student, held_out, (240, 432)).jf
+              for name, chosen in (("trained", trained),
+                                   ("seeded", student_for("seeded", None)))}
+    print(f"held-out J&F: trained {scores['trained']:.3f}, seeded {scores['seeded']:.3f}, "
+          f"copy-first {baseline:.3f}")
+    assert scores["trained"] >= baseline + 0.2
+    assert scores["seeded"] < baseline + 0.2
 
 
 def test_copy_first_mask_baseline_equals_scoring_written_copies(clip_root, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +316,51 @@ def test_soup_on_real_validation(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "validation J&F" in result.output
     load_checkpoint(tmp_path / "soup.pt")
+
+
+def test_learning_rate_schedules():
+    from mobilevos_deploy.train.loop import TrainSettings, learning_rate
+
+    s = TrainSettings(model="mobilenetv2-noaspp", out=Path("x"), iters=100, lr=1e-3)
+    assert [learning_rate(s, i) for i in (0, 50, 99)] == [1e-3] * 3
+    cosine = TrainSettings(model="mobilenetv2-noaspp", out=Path("x"), iters=100, lr=1e-3,
+                           schedule="cosine")
+    assert learning_rate(cosine, 0) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 50) == pytest.approx(5e-4)
+    assert learning_rate(cosine, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "train"])
+def test_batchnorm_is_trained_only_when_asked_and_stays_so_after_validation(dataset, tmp_path,
+                                                                            mode):
+    """--batchnorm train moves the running statistics and the affine parameters; frozen
+    keeps both as loaded, also after a validation (which switches the network to eval and
+    back: that once left BatchNorm training after the first validation)."""
+    out = tmp_path / "run"
+    _train(["--model", "mobilenetv2-noaspp", "--out", str(out), "--data", str(dataset / "train"),
+            "--iters", "2", "--batch", "2", "--frames", "2", "--lr", "1e-3", "--loss", "ce",
+            "--val", str(dataset / "val"), "--val-every", "1", "--batchnorm", mode])
+    start = build_student(get_variant("mobilenetv2-noaspp").config, seed=0).state_dict()
+    end = load_checkpoint(out / "last.pt").student.state_dict()
+    bn = [k for k in start if k.startswith("key_encoder.trunk.") and
+          k.endswith(("running_mean", "weight")) and k.replace("weight", "running_mean") in start]
+    changed = [k for k in bn if not torch.equal(start[k], end[k])]
+    if mode == "frozen":
+        assert changed == []
+    else:
+        assert len(changed) == len(bn)
+
+
+def test_training_from_random_weights_starts_the_keys_at_full_gain():
+    """The seeded student's key projection is orthogonal with gain 0.15 (for the gates);
+    sharpen_keys makes it orthogonal with gain 1, so attention is not near-uniform."""
+    from mobilevos_deploy.train.loop import KEY_GAIN, sharpen_keys
+
+    student = build_student(get_variant("mobilenetv2-noaspp").config, seed=0)
+    weight = student.key_encoder.key_proj.weight
+    rows = lambda w: w.detach().flatten(1) @ w.detach().flatten(1).T  # noqa: E731
+    eye = torch.eye(weight.shape[0])
+    torch.testing.assert_close(rows(weight), 0.15**2 * eye, atol=1e-5, rtol=0)
+    sharpen_keys(student, seed=0)
+    torch.testing.assert_close(rows(student.key_encoder.key_proj.weight), KEY_GAIN**2 * eye,
+                               atol=1e-5, rtol=0)

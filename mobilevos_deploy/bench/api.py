@@ -78,15 +78,16 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
     """The export folder for this point: reused if its manifest matches, else made."""
     height, width = size
     folder = exports / default_folder_name(variant, queue, height, width)
-    want_ckpt = None if ckpt is None else sha256(ckpt)
+    chosen = student_for(ckpt, variant)
+    want_ckpt = None if chosen.checkpoint is None else sha256(chosen.checkpoint)
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         m = json.loads(manifest_path.read_text())
         if reusable(m, variant, queue, size, want_ckpt):
             return folder, m
-    chosen = student_for(ckpt, variant)
     result = export_model(chosen.student, variant, queue, height, width, folder,
-                          trained=chosen.trained, checkpoint=ckpt)
+                          trained=chosen.trained, checkpoint=chosen.checkpoint,
+                          model_name=chosen.name)
     return folder, result.manifest
 
 

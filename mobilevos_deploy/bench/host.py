@@ -84,12 +84,11 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
         def load():
             import torch
 
-            from ..checkpoint import student_for
+            from ..checkpoint import manifest_student
             from ..stages import StepStage
 
             torch.set_num_threads(threads)
-            ckpt = (manifest.get("checkpoint") or {}).get("path")
-            student = student_for(ckpt, manifest["variant"]).student
+            student = manifest_student(manifest)
             step = StepStage(student, manifest["queue"]).eval()
             feeds = [torch.from_numpy(v) for v in _inputs(manifest, "onnx").values()]
 

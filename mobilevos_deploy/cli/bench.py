@@ -10,6 +10,7 @@ import click
 from ..bench.api import BenchRequest, run_bench
 from ..bench.host import ENGINES
 from ..bench.results import format_table
+from ..checkpoint import SEEDED
 from ..config import DEFAULT_VARIANT, get_variant, variant_names
 from . import parse_queues, parse_size, user_errors
 
@@ -41,8 +42,10 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
               help="Host threads per engine.")
-@click.option("--ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Student checkpoint (default: the seeded untrained student).")
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
+              help="Student checkpoint (default: the trained default student for "
+              "mobilenetv2-noaspp, the seeded one for other variants; 'seeded': the seeded "
+              "untrained student).")
 @click.option("--exports", type=click.Path(file_okay=False), default="export",
               show_default=True, help="Where exports are made or reused.")
 @click.option("--results", "results_file", type=click.Path(dir_okay=False),
@@ -69,6 +72,10 @@ def main(device: str, serial: str | None, variants: str, queues: str, size: str,
         _list(variants, tuple(variant_names()), "variant")
     for name in names:
         get_variant(name)
+    if ckpt and ckpt != SEEDED and not Path(ckpt).is_file():
+        raise click.BadParameter(f"{ckpt}: no such checkpoint file (leave out --ckpt for the "
+                                 f"trained default student, or --ckpt {SEEDED})",
+                                 param_hint="--ckpt")
     req = BenchRequest(
         device=device, variants=names, queues=tuple(parse_queues(queues)),
         size=parse_size(size), precision=precision,

@@ -21,8 +21,9 @@ def _precisions(text: str) -> list[str]:
 
 @click.command()
 @click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
-              help="Student checkpoint; without it a seeded random-initialised student, "
-              "marked untrained.")
+              help="Student checkpoint. Without it: the trained default student "
+              "(mobilenetv2-noaspp), or the seeded untrained student of another --variant; "
+              "'seeded': the seeded untrained student, marked untrained.")
 @click.option("--variant", default=None, help=f"One of {', '.join(variant_names())} "
               f"(default {DEFAULT_VARIANT}, or the checkpoint's).")
 @click.option("--queue", "queues", default="2", show_default=True,
@@ -50,30 +51,41 @@ def main(ckpt: str | None, variant: str | None, queues: str, size: str, precisio
         else:
             folder = Path(out) if len(queue_list) == 1 else Path(out) / folder_name
         result = export_model(student, name, queue, height, width, folder, trained=trained,
-                              checkpoint=Path(ckpt) if ckpt else None,
+                              checkpoint=chosen.checkpoint, model_name=chosen.name,
                               precisions=precision_list, allow_cpu_fallback=allow_cpu_fallback)
         for warning in result.warnings:
             click.secho(warning, err=True, fg="red", bold=True)
         click.echo(summary(result.manifest, result.seconds, result.folder))
 
 
+def _label(manifest: dict) -> str:
+    if not manifest["trained"]:
+        return "UNTRAINED seeded student"
+    ckpt = manifest.get("checkpoint") or {}
+    return "trained: " + (ckpt.get("name") or ckpt.get("path") or "?")
+
+
 def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     g = manifest["gates"]
-    parity = max(v for k, v in g["step_parity"].items() if k != "passed")
+    step = g["step_parity"]
+    parity = max(v for k, v in step.items() if k != "passed" and "." in k
+                 and not k.startswith("pytorch_"))
+    floor = step.get("pytorch_fp32_vs_fp64.readout", 0.0)
     lines = [
         f"{folder}  ({manifest['variant']}, queue {manifest['queue']}, "
         f"{manifest['size'][0]}x{manifest['size'][1]}, "
-        f"{'trained' if manifest['trained'] else 'UNTRAINED seeded student'})",
-        f"  step parity      worst {parity:.2g} (limit 1e-4, prob abs / state and read-out "
-        "rel)",
+        f"{_label(manifest)})",
+        f"  step parity      worst {parity:.2g} vs fp64 (limit 1e-4, or 4x PyTorch fp32's own "
+        f"error; prob abs / state and read-out rel; PyTorch fp32 read-out {floor:.2g})",
         f"  memory matters   zeroing memory moves the mask by "
         f"{g['memory_dependence']['max_prob_change']:.3f}",
     ]
     for key in ("rollout_onnx", "rollout_tflite_fp32", "rollout_tflite_fp16",
                 "rollout_fp16_compute", "rollout_gpu_fp16"):
         if key in g:
-            lines.append(f"  {key:<20} min IoU {g[key]['min_iou']:.4f}, max prob error "
-                         f"{g[key]['max_prob_err']:.2g}")
+            every = g[key].get("min_iou_all_pixels", float("nan"))
+            lines.append(f"  {key:<20} min IoU {g[key]['min_iou']:.4f} (sure pixels; all "
+                         f"{every:.4f}), max prob error {g[key]['max_prob_err']:.2g}")
     run = manifest["gpu_run"]
     if "gpu_parity" in g:
         worst = max(v for k, v in g["gpu_parity"].items() if k != "passed")

@@ -17,7 +17,8 @@ from . import parse_size, user_errors
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="An export folder (from mvos-export).")
 @click.option("--ckpt", type=click.Path(path_type=Path), default=None,
-              help="A student checkpoint (PyTorch backend); neither: the seeded student.")
+              help="A student checkpoint (PyTorch backend); neither: the trained default "
+              "student; 'seeded': the seeded untrained student.")
 @click.option("--frames", "frames", type=click.Path(path_type=Path), required=True,
               help="Folder of JPEG/PNG frames, or a video file.")
 @click.option("--mask", type=click.Path(path_type=Path), required=True,

@@ -18,7 +18,8 @@ from . import parse_size, user_errors
 @click.option("--variant", default=None, help=f"One of {', '.join(variant_names())} "
               f"(default {DEFAULT_VARIANT}, or the checkpoint's).")
 @click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
-              help="Student checkpoint; without it a seeded random-initialised student.")
+              help="Student checkpoint (default: the trained default student for "
+              "mobilenetv2-noaspp; 'seeded': the seeded untrained student).")
 @click.option("--queue", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--size", default="480x864", show_default=True, help="Clip HEIGHTxWIDTH.")
 @click.option("--frames", "num_frames", default=12, show_default=True, type=click.IntRange(2))
@@ -37,7 +38,7 @@ def main(variant: str | None, ckpt: str | None, queue: int, size: str, num_frame
     hard = result.probs[1:] > 0.5
     truth = clip.masks[1:] > 0.5
     iou = (hard & truth).sum((1, 2)) / (hard | truth).sum((1, 2)).clamp(min=1)
-    click.echo(f"variant {name} ({'checkpoint ' + ckpt if trained else 'untrained, seed 0'}), "
+    click.echo(f"variant {name} ({chosen.label()}), "
                f"queue {queue}, {num_frames} frames of {height}x{width}")
     click.echo(f"  step latency (PyTorch eager, {torch.get_num_threads()} threads): median "
                f"{statistics.median(result.step_ms):.1f} ms, min {min(result.step_ms):.1f} ms")

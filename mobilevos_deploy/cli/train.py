@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import variant_names
-from ..train.loop import TEACHER, TrainSettings, train
+from ..train.loop import BATCHNORM_MODES, SCHEDULES, TEACHER, TrainSettings, train
 from ..train.losses import LossConfig
 from . import parse_size, user_errors
 
@@ -34,8 +34,18 @@ def default_omega(model: str) -> float:
 @click.option("--batch", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--frames", type=click.IntRange(2), default=5, show_default=True)
 @click.option("--queue", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--max-skip", type=click.IntRange(1), default=3, show_default=True,
+              help="Largest gap between sampled frames of a video clip.")
+@click.option("--min-crop", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
+              help="Smallest random crop of a video frame, as a fraction of its height "
+              "(scale augmentation: the crop is resized to --size).")
 @click.option("--lr", type=float, default=1e-5, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-7, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True,
+              help="Learning rate: constant, or cosine decay to 0 at --iters.")
+@click.option("--batchnorm", type=click.Choice(BATCHNORM_MODES), default="frozen",
+              show_default=True, help="frozen: statistics and affine kept as loaded (for "
+              "pretrained trunks); train: trained (needed from random weights).")
 @click.option("--loss", "loss_name", type=click.Choice(LOSSES), default="ce+logit+repr",
               show_default=True)
 @click.option("--omega", type=click.FloatRange(0, 1), default=None,
@@ -52,6 +62,8 @@ def default_omega(model: str) -> float:
 @click.option("--init", type=PATHS, default=None, help="Start from these weights.")
 @click.option("--val", type=PATHS, default=None, help="Held-out DAVIS-layout clips.")
 @click.option("--val-every", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--val-size", default=None, help="Model HEIGHTxWIDTH for validation "
+              "(multiples of 16; default: --size).")
 @click.option("--save-every", type=click.IntRange(1), default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
@@ -59,20 +71,24 @@ def default_omega(model: str) -> float:
 @user_errors
 def main(model: str, out: Path, data: tuple[Path, ...], static: tuple[Path, ...],
          static_iters: int, iters: int, size: str, batch: int, frames: int, queue: int,
-         lr: float, weight_decay: float, loss_name: str, omega: float | None, tau: float,
+         max_skip: int, min_crop: float, lr: float, weight_decay: float, schedule: str,
+         batchnorm: str,
+         loss_name: str, omega: float | None, tau: float,
          sampling: str, radius: int, max_samples: int, teacher: Path | None,
          teacher_mem_every: int, init: Path | None, val: Path | None, val_every: int,
-         save_every: int, seed: int, resume: bool, progress: bool) -> None:
+         val_size: str | None, save_every: int, seed: int, resume: bool, progress: bool) -> None:
     terms = loss_name.split("+")
     loss = LossConfig(logit="logit" in terms, repr="repr" in terms,
                       omega=default_omega(model) if omega is None else omega, tau=tau,
                       sampling=sampling, radius=radius, max_samples=max_samples)
     settings = TrainSettings(
         model=model, out=out, iters=iters, data=data, static=static, static_iters=static_iters,
-        size=parse_size(size), frames=frames, batch=batch, queue=queue, lr=lr,
+        size=parse_size(size), frames=frames, batch=batch, queue=queue, max_skip=max_skip,
+        min_crop=min_crop, lr=lr,
         weight_decay=weight_decay, loss=loss, teacher=teacher,
         teacher_mem_every=teacher_mem_every, init=init, val=val, val_every=val_every,
-        save_every=save_every, seed=seed)
+        val_size=parse_size(val_size) if val_size else None,
+        save_every=save_every, seed=seed, batchnorm=batchnorm, schedule=schedule)
     result = train(settings, resume=resume, progress=progress, echo=click.echo)
     click.echo(f"{result.iterations} iterations in {result.seconds:.0f} s; weights: "
                f"{result.last}" + (f", best validation: {result.best}" if result.best else ""))

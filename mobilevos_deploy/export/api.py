@@ -51,7 +51,7 @@ from .manifest import (
     verify_written,
 )
 from .parity import GateError, GateResult, nchw_clip, rollout, rollout_gate, step_parity
-from .runtimes import check_io, onnx_runner, tflite_runner, torch_runner
+from .runtimes import check_io, exact_runner, onnx_runner, tflite_runner, torch_runner
 
 ROLLOUT_FRAMES = 31
 PRECISIONS = ("fp32", "fp16")
@@ -85,6 +85,7 @@ class _Reference:
     probs: np.ndarray | None  # PyTorch closed-loop rollout
     init_inputs: dict[str, np.ndarray]  # the first frame and mask
     init_expected: dict[str, np.ndarray]  # PyTorch init outputs on them
+    exact: dict[str, np.ndarray] | None = None  # the probe in float64 on ``inputs``
     ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -124,7 +125,9 @@ def _reference_inputs(student: Student, queue: int, specs: dict[str, GraphSpec],
         out = step_t({"frame": frames[t : t + 1], **state})
         state = {n: out[NEXT + n] for n in state_names}
     inputs = {"frame": frames[4:5], **state}
-    return _Reference(frames, masks, inputs, probe_t(inputs), None, init_inputs, init_expected)
+    exact = exact_runner(graph_module(student, queue, "probe"), specs["probe"])(inputs)
+    return _Reference(frames, masks, inputs, probe_t(inputs), None, init_inputs, init_expected,
+                      exact)
 
 
 def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
@@ -137,7 +140,7 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
     probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
     gates = [step_parity(specs["probe"], lambda _: expected, {
         "onnx": onnx_runner(onnx_files["probe"], specs["probe"])}, inputs,
-        prob_atol=1e-4, state_rtol=1e-4)]
+        prob_atol=1e-4, state_rtol=1e-4, exact=ref.exact)]
 
     # the prediction must depend on memory, or the gates below could not see a memory bug
     blank = dict(inputs, mem_values=np.zeros_like(inputs["mem_values"]))
@@ -181,7 +184,7 @@ def _tflite_gates(ref: _Reference, specs: dict[str, GraphSpec], tfl: dict[str, P
     """Adds TFLite fp32 to the step-parity gate; rollouts of TFLite fp32 and fp16."""
     more = step_parity(specs["probe"], lambda _: ref.expected, {
         "tflite32": tflite_runner(tfl["probe_fp32"], specs["probe"])}, ref.inputs,
-        prob_atol=1e-4, state_rtol=1e-4)
+        prob_atol=1e-4, state_rtol=1e-4, exact=ref.exact)
     parity.passed = parity.passed and more.passed
     parity.figures.update(more.figures)
     parity.offending += more.offending
@@ -223,7 +226,7 @@ def _gpu_gate(files: list[Path], allow_cpu_fallback: bool,
 def export_model(
     student: Student, variant: str, queue: int, height: int, width: int, folder: Path, *,
     trained: bool, checkpoint: Path | None = None, precisions: Sequence[str] = PRECISIONS,
-    allow_cpu_fallback: bool = False,
+    allow_cpu_fallback: bool = False, model_name: str | None = None,
 ) -> ExportResult:
     """Export, gate and write ``folder`` (replaced whole, or left untouched on failure)."""
     start = time.perf_counter()
@@ -300,7 +303,7 @@ def export_model(
             "precisions": list(precisions),
             "trained": trained,
             "checkpoint": None if checkpoint is None else
-                {"path": str(checkpoint), "sha256": sha256(checkpoint)},
+                {"path": str(checkpoint), "sha256": sha256(checkpoint), "name": model_name},
             "config": student.config.to_dict(),
             "graphs": {n: io_spec(specs[n]) for n in SHIPPED},
             "feeds": feeds(specs["step"]),

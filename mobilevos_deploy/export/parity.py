@@ -33,13 +33,36 @@ def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(got - ref) / (1.0 + np.abs(ref))))
 
 
+# With an exact (float64) reference, a runtime may be this many times as far from it as
+# PyTorch's own fp32 is, where that is above the fixed limits (see step_parity).
+FLOOR_FACTOR = 4.0
+
+
 def step_parity(
     spec: GraphSpec, ref: Runner, others: dict[str, Runner], inputs: dict[str, np.ndarray],
     prob_atol: float = 1e-4, state_rtol: float = 1e-4, name: str = "step_parity",
+    exact: dict[str, np.ndarray] | None = None,
 ) -> GateResult:
-    """Every output of every runtime against the reference (PyTorch) on the same inputs."""
+    """Every output of every runtime against the reference (PyTorch) on the same inputs.
+
+    With ``exact`` (the same step in float64), each runtime is measured against it, and a
+    tensor's limit is the fixed one or FLOOR_FACTOR times PyTorch fp32's own error against
+    ``exact``, whichever is larger. On trained weights the read-out's logits are large
+    (key norms near 100 at 480x864), and fp32 itself is then 1.3e-4 from exact arithmetic
+    there: a fixed 1e-4 against a PyTorch fp32 reference asks a runtime to match one fp32
+    summation order more closely than fp32 allows. Where PyTorch's fp32 error is small
+    (every untrained student, every tensor but the read-out) the fixed limits hold as
+    before; a conversion bug is orders of magnitude above either.
+    """
     expected = ref(inputs)
     gate = GateResult(name, True)
+    floors = {}
+    if exact is not None:
+        for out in spec.output_names:
+            floors[out] = (float(np.max(np.abs(expected[out] - exact[out]))) if out == "prob"
+                           else _rel_err(expected[out], exact[out]))
+            gate.figures[f"pytorch_fp32_vs_fp64.{out}"] = floors[out]
+        expected = exact
     for runtime, run in others.items():
         got = run(inputs)
         for out in spec.output_names:
@@ -55,6 +78,9 @@ def step_parity(
                 err, limit, what = float(np.max(np.abs(g - e))), prob_atol, "max abs"
             else:
                 err, limit, what = _rel_err(g, e), state_rtol, "max abs/(1+|x|)"
+            if out in floors and FLOOR_FACTOR * floors[out] > limit:
+                limit = FLOOR_FACTOR * floors[out]
+                what += f" vs fp64 (limit {FLOOR_FACTOR:g}x PyTorch fp32's own error)"
             gate.figures[f"{runtime}.{out}"] = err
             if not err <= limit:
                 gate.passed = False
@@ -81,19 +107,42 @@ def rollout(init: Runner, step: Runner, step_spec: GraphSpec, frames: np.ndarray
     return np.stack(probs)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame IoU of masks thresholded at 0.5; an empty union counts as 1."""
+# A pixel the fp32 reference gives a probability within this of 0.5 is one the network
+# itself cannot call: which side of 0.5 a runtime's rounding puts it on says nothing about
+# the conversion. The rollout IoU gates count only the other pixels (see rollout_gate).
+UNSURE_BAND = 0.05
+
+
+def iou(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame IoU of masks thresholded at 0.5, over the pixels in ``where`` (all by
+    default); an empty union counts as 1."""
     x, y = a > 0.5, b > 0.5
+    if where is not None:
+        x, y = x & where, y & where
     inter = (x & y).sum(axis=(1, 2))
     union = (x | y).sum(axis=(1, 2))
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
 def rollout_gate(name: str, ref_probs: np.ndarray, probs: np.ndarray, min_iou: float,
-                 max_prob_err: float | None) -> GateResult:
+                 max_prob_err: float | None, band: float = UNSURE_BAND) -> GateResult:
+    """Closed-loop masks of a runtime against the fp32 PyTorch reference.
+
+    ``min_iou`` holds for the pixels where the reference is sure, |p_ref - 0.5| >= ``band``:
+    the runtime's mask must agree with every call the reference makes. A pixel inside the
+    band may fall either way (a trained network has such pixels along every boundary, and
+    fp16 rounding flips some of them without any bug). The band is the reference's alone,
+    so a runtime that drifts to 0.5 where the reference is sure still fails, and so does
+    any mis-converted layer, whose errors are not confined to the reference's coin tosses.
+    Reported beside it: the IoU over all pixels and the smallest sure share of a frame.
+    """
     gate = GateResult(name, True)
-    ious = iou(probs, ref_probs)
+    sure = np.abs(ref_probs - 0.5) >= band
+    ious = iou(probs, ref_probs, sure)
     gate.figures["min_iou"] = float(ious.min())
+    gate.figures["min_iou_all_pixels"] = float(iou(probs, ref_probs).min())
+    gate.figures["min_sure_fraction"] = float(sure.mean(axis=(1, 2)).min())
+    gate.figures["unsure_band"] = band
     gate.figures["max_prob_err"] = float(np.max(np.abs(probs - ref_probs)))
     finite = np.isfinite(probs).all(axis=(1, 2))
     if not finite.all():
@@ -102,8 +151,9 @@ def rollout_gate(name: str, ref_probs: np.ndarray, probs: np.ndarray, min_iou: f
                               f"{int(np.argmin(finite)) + 1} on")
     if not ious.min() >= min_iou:
         gate.passed = False
-        gate.offending.append(f"min IoU {ious.min():.5f} < {min_iou} "
-                              f"(frame {int(ious.argmin()) + 1})")
+        gate.offending.append(f"min IoU {ious.min():.5f} < {min_iou} over the pixels where "
+                              f"the reference is sure (|p - 0.5| >= {band}; frame "
+                              f"{int(ious.argmin()) + 1})")
     if max_prob_err is not None and not gate.figures["max_prob_err"] <= max_prob_err:
         gate.passed = False
         gate.offending.append(f"max prob error {gate.figures['max_prob_err']:.3g} "

@@ -20,6 +20,18 @@ from .graphs import GraphSpec
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
+def exact_runner(module: nn.Module, spec: GraphSpec) -> Runner:
+    """PyTorch in float64 on a copy of ``module``: the step gates' exact reference."""
+    exact = copy.deepcopy(module).double()
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outs = exact(*(torch.from_numpy(inputs[n]).double() for n in spec.input_names))
+        return {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+
+    return run
+
+
 def torch_runner(module: nn.Module, spec: GraphSpec) -> Runner:
     """PyTorch eager on a channels-last copy of ``module`` (the caller's is untouched):
     the same model and numerics to ~1e-6, and about 1.35x as fast on CPU as NCHW

@@ -95,17 +95,18 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 class VideoClips:
     """Random T-frame clips: increasing frame indices spread over at most
-    (T-1) * ``max_skip`` + 1 frames, one random crop (scale 0.5-1 of the frame) and flip
-    for the whole clip, one target object present in frame 0."""
+    (T-1) * ``max_skip`` + 1 frames, one random crop (``min_crop``-1 of the frame's height)
+    and flip for the whole clip, one target object present in frame 0."""
 
     def __init__(self, roots: list[Path], size: tuple[int, int], frames: int = 5,
-                 max_skip: int = 3) -> None:
+                 max_skip: int = 3, min_crop: float = 0.5) -> None:
         self.sequences = [s for root in roots for s in find_sequences(root)]
         self.sequences = [s for s in self.sequences if len(s.frames) >= frames]
         if not self.sequences:
             raise UserError(f"no sequence has {frames} annotated frames; lower --frames or "
                             "add data")
         self.size, self.frames, self.max_skip = size, frames, max_skip
+        self.min_crop = min_crop
 
     def _indices(self, total: int, gen: torch.Generator) -> list[int]:
         span = min(total - 1, (self.frames - 1) * self.max_skip)
@@ -124,7 +125,7 @@ class VideoClips:
             target = objects[int(torch.randint(len(objects), (1,), generator=gen))]
             rgb = [_rgb(seq.frames[i]) for i in idx]
             masks = [(m == target).astype(np.float32) for m in ids]
-            frames, masks_t = _crop_clip(rgb, masks, self.size, gen)
+            frames, masks_t = _crop_clip(rgb, masks, self.size, gen, self.min_crop)
             if masks_t[0].sum() >= MIN_OBJECT_PIXELS:
                 return frames, masks_t
         raise UserError("20 random clips in a row had no visible target object in frame 0; "
@@ -132,11 +133,12 @@ class VideoClips:
 
 
 def _crop_clip(rgb: list[np.ndarray], masks: list[np.ndarray], size: tuple[int, int],
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random crop (scale 0.5-1, the output's aspect) and flip, resized to ``size``."""
+               gen: torch.Generator, min_crop: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random crop (scale ``min_crop``-1, the output's aspect) and flip, resized to
+    ``size``."""
     src_h, src_w = rgb[0].shape[:2]
     out_h, out_w = size
-    scale = 0.5 + 0.5 * float(torch.rand(1, generator=gen))
+    scale = min_crop + (1.0 - min_crop) * float(torch.rand(1, generator=gen))
     crop_h = min(src_h, int(src_h * scale))
     crop_w = min(src_w, int(crop_h * out_w / out_h))
     crop_h = min(crop_h, int(crop_w * out_h / out_w)) or 1

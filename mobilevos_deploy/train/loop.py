@@ -4,8 +4,11 @@ resume, a log of every loss term and validation J&F.
 The student runs its deployed finite queue: frame 0 is encoded from the given mask, and
 every later frame is read against the queue and pushed into it from the student's own
 prediction (:func:`student_clip`, the same calls as :class:`~..stages.StepStage`).
-BatchNorm is frozen: statistics and affine parameters stay as loaded (the networks are
-kept in eval mode, which only changes BatchNorm here).
+BatchNorm is frozen by default (``batchnorm="frozen"``: statistics and affine parameters
+stay as loaded, as when fine-tuning pretrained trunks). From random weights, frozen
+BatchNorm is no normalisation at all; ``batchnorm="train"`` trains it (batch statistics,
+running averages for inference, learned affine), which is what makes a student learn from
+scratch here.
 
 Files in ``out``:
   last.pt, ckpt_NNNNNN.pt, best.pt   weights (student checkpoints load in mvos-export)
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +57,7 @@ class TrainSettings:
     batch: int = 4
     queue: int = 2
     max_skip: int = 3
+    min_crop: float = 0.5  # smallest random crop, as a fraction of the frame's height
     lr: float = 1e-5
     weight_decay: float = 1e-7
     loss: LossConfig = field(default_factory=LossConfig)
@@ -64,6 +69,8 @@ class TrainSettings:
     val_size: tuple[int, int] | None = None  # default: the training size
     save_every: int = 500
     seed: int = 0
+    batchnorm: str = "frozen"  # or "train"
+    schedule: str = "constant"  # or "cosine": lr decays to 0 at ``iters``
 
     def as_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -101,12 +108,41 @@ def student_clip(student: Student, embedding: nn.Module | None, frames: torch.Te
     return embeddings, logits
 
 
+BATCHNORM_MODES = ("frozen", "train")
+SCHEDULES = ("constant", "cosine")
+
+
 def freeze_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
             for p in module.parameters():
                 p.requires_grad_(False)
+
+
+KEY_GAIN = 1.0
+
+
+def sharpen_keys(student: Student, seed: int) -> None:
+    """The key projection of a student about to train from random weights, at full gain.
+
+    The seeded student's keys are damped (orthogonal, gain 0.15) so that its untrained
+    affinities stay well-conditioned for the export gates; that makes every query attend
+    almost uniformly (the largest softmax weight is ~1.4x uniform on generated clips), the
+    read-out carries no position of the mask, and training learns only a saliency map.
+    At gain 1 the largest weight is ~0.7 and the keys get a gradient from the start.
+    """
+    proj = student.key_encoder.key_proj
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        nn.init.orthogonal_(proj.weight, gain=KEY_GAIN)
+
+
+def learning_rate(s: TrainSettings, iteration: int) -> float:
+    """The rate for iteration ``iteration`` (0-based) of ``s.iters``."""
+    if s.schedule == "cosine":
+        return 0.5 * s.lr * (1.0 + math.cos(math.pi * min(iteration / s.iters, 1.0)))
+    return s.lr
 
 
 class _Run:
@@ -116,8 +152,11 @@ class _Run:
         self.s = s
         self.is_teacher = s.model == TEACHER
         self.variant = None if self.is_teacher else get_variant(s.model).name
+        if s.batchnorm not in BATCHNORM_MODES or s.schedule not in SCHEDULES:
+            raise UserError(f"batchnorm must be one of {BATCHNORM_MODES} and schedule one of "
+                            f"{SCHEDULES}, not {s.batchnorm!r} / {s.schedule!r}")
         self.network, self.embedding, self.teacher = self._networks()
-        freeze_batchnorm(self.network)
+        self.set_modes()
         params = [p for p in self.network.parameters() if p.requires_grad]
         if self.embedding is not None:
             params += list(self.embedding.parameters())
@@ -125,8 +164,16 @@ class _Run:
         self.gen = torch.Generator().manual_seed(s.seed)
         self.iteration = 0
         self.best: tuple[float, int] | None = None  # (J&F, iteration)
-        self.videos = VideoClips(list(s.data), s.size, s.frames, s.max_skip) if s.data else None
+        self.videos = (VideoClips(list(s.data), s.size, s.frames, s.max_skip, s.min_crop)
+                       if s.data else None)
         self.stills = StaticClips(list(s.static), s.size, s.frames) if s.static else None
+
+    def set_modes(self) -> None:
+        """Training mode, BatchNorm frozen unless ``batchnorm="train"`` (again after each
+        validation, which puts the network in eval mode and back)."""
+        self.network.train()
+        if self.s.batchnorm == "frozen":
+            freeze_batchnorm(self.network)
 
     def _networks(self) -> tuple[nn.Module, nn.Module | None, Teacher | None]:
         s = self.s
@@ -139,6 +186,7 @@ class _Run:
             student = loaded.student
         else:
             student = build_student(get_variant(self.variant).config, seed=s.seed)
+            sharpen_keys(student, s.seed)
         teacher = None
         if s.loss.needs_teacher:
             if s.teacher is None:
@@ -189,6 +237,8 @@ class _Run:
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"iteration {self.iteration + 1}: the loss is not finite "
                                      f"({terms.as_dict()}); lower --lr")
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(s, self.iteration)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         self.optimizer.step()
@@ -219,8 +269,8 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets one message
             raise UserError(f"{path}: cannot resume from it ({str(exc)[:200]}); start a "
                             "fresh run in another --out") from None
-        stored = payload["settings"]
-        for key in ("model", "size", "frames", "batch", "queue", "loss"):
+        stored = {"batchnorm": "frozen", **payload["settings"]}  # runs from before the flag
+        for key in ("model", "size", "frames", "batch", "queue", "loss", "batchnorm"):
             if stored[key] != self.s.as_json()[key]:
                 raise UserError(f"{path} was trained with {key} = {stored[key]}, not "
                                 f"{self.s.as_json()[key]}; resume with the same settings")
@@ -296,6 +346,7 @@ def train(s: TrainSettings, resume: bool = False, progress: bool = True,
                 score = validate(run.network, s.val, s.val_size or s.size, s.queue)
                 log.write(json.dumps({"iter": run.iteration, "val_jf": score.jf,
                                       "val_j": score.j, "val_f": score.f}) + "\n")
+                run.set_modes()
                 bar.write(f"iteration {run.iteration}: validation J&F {score.jf:.4f}")
                 if run.best is None or score.jf > run.best[0]:
                     run.best = (score.jf, run.iteration)

@@ -70,8 +70,9 @@ def check_val_root(root: Path) -> None:
 
 
 def validate(network: Student | Teacher, root: Path, size: tuple[int, int],
-             queue: int = 2) -> Score:
-    """J&F mean over every sequence of ``root`` (DAVIS layout), first mask given."""
+             queue: int = 2, sequences: list[str] | None = None) -> Score:
+    """J&F mean over every sequence of ``root`` (DAVIS layout), or those named in
+    ``sequences``, first mask given."""
     root = Path(root)
     images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
     was_training = network.training
@@ -83,7 +84,8 @@ def validate(network: Student | Teacher, root: Path, size: tuple[int, int],
     try:
         with tempfile.TemporaryDirectory(prefix="mvos-val-") as tmp:
             names = []
-            for seq in sorted(d for d in images.iterdir() if d.is_dir()):
+            for seq in sorted(d for d in images.iterdir() if d.is_dir()
+                              and (sequences is None or d.name in sequences)):
                 first = sorted((annotations / seq.name).glob("*.png"))
                 if first:
                     run_video(backend, seq, first[0], Path(tmp) / seq.name)
