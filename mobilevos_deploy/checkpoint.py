@@ -22,7 +22,7 @@ from .student import Student, build_student
 _SHOW = 5  # names listed per problem before "... and N more"
 
 # The trained default student: what every command uses when given neither --ckpt nor
-# another --variant (models/mobilenetv2-noaspp.md is its model card). SEEDED, passed as
+# another --variant (models/mvos-synth-noaspp-v1.md is its model card). SEEDED, passed as
 # --ckpt, asks for the seeded random-initialised student instead.
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_CHECKPOINT = MODELS / "mobilenetv2-noaspp_synth.pt"
@@ -202,13 +202,11 @@ def student_for(ckpt: str | Path | None, variant: str | None,
     that variant. ``ckpt`` == SEEDED: the seeded untrained student, asked for by name.
     """
     name = variant or default
-    if ckpt is not None and str(ckpt) == SEEDED:
-        return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)
-    if ckpt:
+    seeded = ckpt is not None and str(ckpt) == SEEDED
+    if ckpt and not seeded:
         loaded = load_checkpoint(ckpt, variant)
         return ChosenStudent(loaded.student, loaded.variant, True, Path(ckpt))
-    get_variant(name)
-    if name != DEFAULT_VARIANT:
+    if seeded or name != DEFAULT_VARIANT:
         return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)
     if not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(
