@@ -11,11 +11,17 @@ here), and cache effects between ops. So the rows are compared with the whole gr
 time, and the table says what share of it the ops' sum accounts for. Ops whose inputs
 are all constants (the DEQUANTIZE of fp16 weights) are folded when the graph is prepared
 and cost nothing per step; they are counted, not timed (XNNPACK refuses them alone).
+Their consumers must then read what the whole graph hands them: fp32 constants. Cut out
+as they stand, a convolution of an fp16 file would get its weights as a variable input,
+which XNNPACK cannot pack once (or refuses, leaving a slow reference kernel), and the op
+sum came out 7x the whole graph's time; so the one-op model gets the dequantized weights
+as an fp32 constant buffer instead (``_fold_fp16_weights``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -67,6 +73,45 @@ def _is_constant(model, tensor) -> bool:
     return data is not None and len(data) > 0
 
 
+def _builtin(model, op) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _fp16_weights(fb, model) -> dict[int, np.ndarray]:
+    """Subgraph 0's DEQUANTIZE outputs whose input is an fp16 constant, by tensor index,
+    with the fp32 values the whole graph computes once when it is prepared."""
+    graph = model.subgraphs[0]
+    folded = {}
+    for op in graph.operators:
+        if _builtin(model, op) != fb.BuiltinOperator.DEQUANTIZE:
+            continue
+        source = graph.tensors[op.inputs[0]]
+        if source.type == fb.TensorType.FLOAT16 and _is_constant(model, source):
+            data = np.asarray(model.buffers[source.buffer].data, dtype=np.uint8)
+            folded[op.outputs[0]] = data.view(np.float16).astype(np.float32)
+    return folded
+
+
+def _fold_fp16_weights(fb, graph, used: list[int], folded: dict[int, np.ndarray],
+                       buffers: list) -> list:
+    """The one-op model's tensors (``used``, in order): each folded DEQUANTIZE output
+    becomes a constant reading a new fp32 buffer appended to ``buffers``, so XNNPACK
+    packs it once as static weights, as in the whole graph. The model's own tensor
+    objects are copied, never changed: every one-op model shares them."""
+    tensors = []
+    for old in used:
+        tensor = graph.tensors[old]
+        if old in folded:
+            tensor = copy.copy(tensor)
+            constant = fb.BufferT()
+            constant.data = folded[old].view(np.uint8)
+            tensor.type, tensor.buffer = fb.TensorType.FLOAT32, len(buffers)
+            buffers.append(constant)
+        tensors.append(tensor)
+    return tensors
+
+
 def one_op_models(buf: bytes):
     """Yields (index, operator name, output shape, one-op model bytes or None when the op
     reads constants only) for subgraph 0."""
@@ -74,11 +119,14 @@ def one_op_models(buf: bytes):
     names = _op_names(fb)
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(buf, 0))
     graph = model.subgraphs[0]
+    folded = _fp16_weights(fb, model)
     for index, op in enumerate(graph.operators):
         used = [i for i in [*op.inputs, *op.outputs] if i >= 0]
         remap = {old: new for new, old in enumerate(dict.fromkeys(used))}
         sub = fb.SubGraphT()
-        sub.tensors = [graph.tensors[old] for old in remap]
+        weights = {i: folded[i] for i in op.inputs if i in folded}
+        buffers = list(model.buffers)
+        sub.tensors = _fold_fp16_weights(fb, graph, list(remap), weights, buffers)
         cut = fb.OperatorT()
         for field, value in vars(op).items():
             setattr(cut, field, value)
@@ -86,18 +134,17 @@ def one_op_models(buf: bytes):
         cut.outputs = [remap[i] for i in op.outputs]
         sub.operators = [cut]
         sub.inputs = [remap[i] for i in dict.fromkeys(op.inputs)
-                      if i >= 0 and not _is_constant(model, graph.tensors[i])]
+                      if i >= 0 and not _is_constant(model, graph.tensors[i]) and i not in weights]
         sub.outputs = list(cut.outputs)
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        builtin = _builtin(model, op)
         shape = tuple(int(v) for v in graph.tensors[op.outputs[0]].shape)
         if not sub.inputs:
             yield index, names.get(builtin, str(builtin)), shape, None
             continue
         one = fb.ModelT()
-        for field in ("version", "operatorCodes", "buffers", "description"):
+        for field in ("version", "operatorCodes", "description"):
             setattr(one, field, getattr(model, field))
-        one.subgraphs = [sub]
+        one.buffers, one.subgraphs = buffers, [sub]
         yield index, names.get(builtin, str(builtin)), shape, pack_model(one, len(buf))
 
 
