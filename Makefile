@@ -49,7 +49,8 @@ demo: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
 	$(BIN)/mvos-export --queue 2 --size 480x864
 	$(BIN)/mvos-bench --queue 1-2 --size 480x864 --runs 10 --warmup 2 \
 		--results results/host.csv --plot results/host.png
-	$(BIN)/mvos-synth --out results/synth --kind scene --seed 200000 --frames 24 --size 480x854
+	$(BIN)/mvos-synth --out results/synth --kind scene --seed 200000 --frames 24 --size 480x854 \
+		--replace
 	$(BIN)/mvos-run --model $(DEMO_MODEL) --backend torch --frames $(DEMO_CLIP) \
 		--mask $(DEMO_MASK) --out results/run/torch/synth
 	$(BIN)/mvos-run --model $(DEMO_MODEL) --backend tflite --precision fp16 \

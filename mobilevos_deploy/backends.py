@@ -18,7 +18,6 @@ names it, and a software device (SwiftShader) is no GPU: its latency is not a GP
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,8 @@ import torch
 from .checkpoint import manifest_student, student_for
 from .errors import UserError
 from .export.graphs import GraphSpec
-from .export.manifest import MANIFEST
+from .export.verify import graph_files, read_export
+from .profile import check_memory
 from .stages import STATE_NAMES, InitStage, StepStage, TensorSpec, check_size
 from .student import Student
 
@@ -146,17 +146,6 @@ class GraphBackend:
 Backend = TorchBackend | GraphBackend
 
 
-def read_manifest(folder: Path) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{folder}: not an export folder (no {MANIFEST}); make one with "
-                        "mvos-export, or pass --ckpt")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: unreadable manifest ({err}); export again") from None
-
-
 def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precision: str,
                  queue: int | None, size: tuple[int, int] | None,
                  threads: int = 2) -> Backend:
@@ -179,8 +168,9 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
         if size is None:
             raise UserError("the PyTorch backend needs a model size")
         student = student_for(ckpt, None).student
+        check_memory(student.config, queue or 2, *size, "the PyTorch backend", itemsize=4)
         return TorchBackend(student, queue or 2, *size)
-    manifest = read_manifest(model)
+    manifest = read_export(model, graph_files(backend, precision))
     if queue is not None and queue != manifest["queue"]:
         raise UserError(f"{model} was exported with queue {manifest['queue']}, not {queue}; "
                         f"export again with --queue {queue}, or drop --queue")
@@ -188,9 +178,6 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
         raise UserError(f"{model} was exported at {manifest['size'][0]}x{manifest['size'][1]}"
                         f"; export again with --size {size[0]}x{size[1]}, or drop --size")
     if backend == "torch":
-        student = manifest_student(manifest)
+        student = manifest_student(manifest, model)
         return TorchBackend(student, manifest["queue"], *manifest["size"])
-    if backend.startswith("tflite") and precision not in manifest["precisions"]:
-        raise UserError(f"{model} has no {precision} TFLite files (it has "
-                        f"{', '.join(manifest['precisions'])}); export with --precision fp32,fp16")
     return GraphBackend(Path(model), manifest, backend, precision, threads)

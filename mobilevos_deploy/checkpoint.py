@@ -6,6 +6,8 @@ be wrong gets a :class:`CheckpointError` whose message says what to do.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
 import re
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ class LoadedCheckpoint:
     config: StudentConfig
     student: Student
     path: Path
+    sha256: str = ""  # of the bytes the weights were loaded from
 
 
 def save_checkpoint(path: str | Path, student: Student, variant: str) -> Path:
@@ -58,6 +61,10 @@ def _listing(names: list[str]) -> str:
 
 
 def _read(path: Path) -> Any:
+    return _checked_load(path)[0]
+
+
+def _checked_load(path: Path) -> tuple[Any, str]:
     if not path.exists():
         raise CheckpointError(
             f"checkpoint not found: {path}. Check the path, or leave out --ckpt for the "
@@ -65,8 +72,22 @@ def _read(path: Path) -> Any:
         )
     if path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a folder; pass the .pt file inside it.")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path {path} is not a regular file (a device or a "
+                              "pipe?); pass the .pt file")
+    return _load(path)
+
+
+def _load(path: Path) -> tuple[Any, str]:
+    """The file's content and the sha256 of the very bytes it was loaded from (a file
+    rewritten meanwhile, say by a training run, cannot pair one's hash with other weights)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(_not_a_checkpoint(path, f"cannot read it: {exc.strerror}")) from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), digest
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text and "GLOBAL" in text:
@@ -81,8 +102,21 @@ def _read(path: Path) -> Any:
             ) from None
         raise CheckpointError(_not_a_checkpoint(path, text)) from None
     except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on foreign files
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        reason = _reason(data, exc)
         raise CheckpointError(_not_a_checkpoint(path, reason)) from None
+
+
+def _reason(data: bytes, exc: Exception) -> str:
+    """Why torch.load refused a file, in words: its bare errors can be a lone number (a
+    text file gives KeyError(101), the 'e' of its first bytes read as a pickle opcode)."""
+    head = data[:8]
+    if not head:
+        return "the file is empty"
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a legacy pickle
+        kind = "text" if all(32 <= c < 127 or c in b"\t\r\n" for c in head) else "binary data"
+        return f"it is not a torch.save file: it begins with {head!r}, {kind}"
+    text = (str(exc).splitlines() or [""])[0]
+    return text if len(text) > 8 else f"{type(exc).__name__} {text}".strip()
 
 
 def _not_a_checkpoint(path: Path, reason: str) -> str:
@@ -116,7 +150,11 @@ def _unpack(obj: Any, path: Path, variant: str | None) -> tuple[str, StudentConf
             cfg = StudentConfig.from_dict(config)
         except (UserError, TypeError) as exc:
             raise CheckpointError(f"{path}: its config is invalid: {exc}") from None
-        return stored, cfg, obj["state_dict"]
+        state = obj["state_dict"]
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor)
+                                                for v in state.values())):
+            raise CheckpointError(f"{path}: its 'state_dict' is not a dict of tensors")
+        return stored, cfg, state
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if variant is None:
             raise CheckpointError(
@@ -171,12 +209,13 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> LoadedCheck
     path = Path(path)
     if variant is not None:
         get_variant(variant)
-    name, cfg, state = _unpack(_read(path), path, variant)
+    obj, digest = _checked_load(path)
+    name, cfg, state = _unpack(obj, path, variant)
     model = build_student(cfg, seed=None, centre=False)
     _check_keys(state, model, name, path)
     _check_finite(state, path)
     model.load_state_dict(state, strict=True)
-    return LoadedCheckpoint(name, cfg, model.eval(), path)
+    return LoadedCheckpoint(name, cfg, model.eval(), path, digest)
 
 
 @dataclass(frozen=True)
@@ -186,6 +225,7 @@ class ChosenStudent:
     trained: bool  # False: the seeded random-initialised student
     checkpoint: Path | None = None  # the file it was loaded from
     name: str | None = None  # DEFAULT_NAME for the shipped default
+    sha256: str | None = None  # of the bytes it was loaded from
 
     def label(self) -> str:
         if not self.trained:
@@ -205,7 +245,8 @@ def student_for(ckpt: str | Path | None, variant: str | None,
     seeded = ckpt is not None and str(ckpt) == SEEDED
     if ckpt and not seeded:
         loaded = load_checkpoint(ckpt, variant)
-        return ChosenStudent(loaded.student, loaded.variant, True, Path(ckpt))
+        return ChosenStudent(loaded.student, loaded.variant, True, Path(ckpt).resolve(),
+                             sha256=loaded.sha256)
     if seeded or name != DEFAULT_VARIANT:
         return ChosenStudent(build_student(get_variant(name).config, seed=0), name, False)
     if not DEFAULT_CHECKPOINT.is_file():
@@ -214,12 +255,22 @@ def student_for(ckpt: str | Path | None, variant: str | None,
             "repository's models/ folder (install with pip install -e from a checkout), or "
             f"pass --ckpt FILE, or --ckpt {SEEDED} for the seeded untrained student")
     loaded = load_checkpoint(DEFAULT_CHECKPOINT, DEFAULT_VARIANT)
-    return ChosenStudent(loaded.student, loaded.variant, True, DEFAULT_CHECKPOINT, DEFAULT_NAME)
+    return ChosenStudent(loaded.student, loaded.variant, True, DEFAULT_CHECKPOINT, DEFAULT_NAME,
+                         loaded.sha256)
 
 
-def manifest_student(manifest: dict) -> Student:
-    """The PyTorch student an export folder was made from (its checkpoint, else seeded)."""
-    path = (manifest.get("checkpoint") or {}).get("path")
-    if path is None:
+def manifest_student(manifest: dict, folder: Path | str = "the export") -> Student:
+    """The PyTorch student an export folder was made from: its checkpoint, refused when the
+    file is gone or its bytes are not those the export hashed; else the seeded student."""
+    ckpt = manifest.get("checkpoint")
+    if not ckpt:
         return student_for(SEEDED, manifest["variant"]).student
-    return student_for(path, manifest["variant"]).student
+    path = Path(ckpt["path"])
+    if not path.is_file():
+        raise UserError(f"{path}, the checkpoint {folder} was exported from, is missing; "
+                        "restore it, or export again")
+    chosen = student_for(path, manifest["variant"])
+    if chosen.sha256 != ckpt.get("sha256"):
+        raise UserError(f"{path} has changed since {folder} was exported from it (its sha256 "
+                        "differs from the manifest's); export again")
+    return chosen.student

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import UserError
 
 KEY_BACKBONES = ("resnet18", "resnet34", "mobilenetv2")  # resnet34: the teacher's
+MAX_WIDTH = 4096  # channels of any layer a config may ask for (a typo must not allocate GBs)
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,23 @@ class StudentConfig:
             raise UserError(
                 f"key_backbone must be one of {', '.join(KEY_BACKBONES)}, got {self.key_backbone!r}"
             )
+        def whole(value: object) -> bool:
+            return type(value) is int and 1 <= value <= MAX_WIDTH
+
         for name in ("key_dim", "value_dim", "query_dim", "value_in_channels"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+            if not whole(getattr(self, name)):
+                raise UserError(f"{name} must be an integer in 1..{MAX_WIDTH}, got "
+                                f"{getattr(self, name)!r}")
+        if not (isinstance(self.decoder_dims, tuple) and len(self.decoder_dims) == 3
+                and all(whole(v) for v in self.decoder_dims)):
+            raise UserError(f"decoder_dims must be 3 integers in 1..{MAX_WIDTH}, got "
+                            f"{self.decoder_dims!r}")
+        if not (isinstance(self.aspp_rates, tuple) and 1 <= len(self.aspp_rates) <= 8
+                and all(type(v) is int and 1 <= v <= 64 for v in self.aspp_rates)):
+            raise UserError(f"aspp_rates must be 1 to 8 integers in 1..64, got "
+                            f"{self.aspp_rates!r}")
+        if type(self.aspp) is not bool:
+            raise UserError(f"aspp must be true or false, got {self.aspp!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -49,7 +64,7 @@ class StudentConfig:
             raise UserError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
         values = dict(data)
         for name in ("decoder_dims", "aspp_rates"):
-            if name in values:
+            if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         return cls(**values)
 

@@ -126,7 +126,8 @@ def score_sequence(sequence: str, results: np.ndarray, truth: np.ndarray,
 
     results, truth: T x H x W integer id maps (0 background, 1..K objects, 255 void in
     ``truth``). The objects are those of the first annotated frame; frames 0 and T-1 are
-    not evaluated. A result id above K is refused.
+    not evaluated. A result id that is no object of frame 0 is refused (void, 255, counts as
+    background; frame 0 of the results is not looked at).
     """
     if results.shape != truth.shape:
         raise ValueError(f"{sequence}: results are {results.shape}, annotations {truth.shape}")
@@ -134,7 +135,8 @@ def score_sequence(sequence: str, results: np.ndarray, truth: np.ndarray,
         raise ValueError(f"{sequence}: {truth.shape[0]} frames; at least 3 are needed "
                          "(the first and last are not evaluated)")
     objects = sorted(int(v) for v in np.unique(truth[0]) if 0 < v < VOID)
-    extra = sorted(int(v) for v in np.unique(results) if v != 0 and v not in objects)
+    # frame 0 is the given annotation (mvos-run keeps its void 255) and is not scored
+    extra = sorted(int(v) for v in np.unique(results[1:]) if v not in (0, VOID, *objects))
     if extra:
         raise ValueError(f"{sequence}: result ids {extra} are not objects of the first "
                          f"annotation (objects {objects})")

@@ -78,7 +78,7 @@ def _load(name: str, truth_dir: Path, res_dir: Path | None) -> tuple[np.ndarray,
     if not files:
         raise UserError(f"{truth_dir}: no PNG annotations")
     if res_dir is None:  # the copy-the-first-mask baseline
-        truth = np.stack([read_mask(f) for f in files])
+        truth = np.stack(_same_size([read_mask(f) for f in files], files))
         first = np.where(truth[0] == 255, 0, truth[0])
         return np.repeat(first[None], len(files), axis=0), truth
     if not res_dir.is_dir():
@@ -94,7 +94,17 @@ def _load(name: str, truth_dir: Path, res_dir: Path | None) -> tuple[np.ndarray,
         if res[-1].shape != truth[-1].shape:
             raise UserError(f"{mine} is {res[-1].shape[0]}x{res[-1].shape[1]}, its annotation "
                             f"{file} is {truth[-1].shape[0]}x{truth[-1].shape[1]}")
-    return np.stack(res), np.stack(truth)
+    return np.stack(res), np.stack(_same_size(truth, files))
+
+
+def _same_size(masks: list[np.ndarray], files: list[Path]) -> list[np.ndarray]:
+    """The annotations of one sequence share one size; the first that does not is named."""
+    for mask, file in zip(masks, files, strict=True):
+        if mask.shape != masks[0].shape:
+            raise UserError(f"{file} is {mask.shape[0]}x{mask.shape[1]}, {files[0].name} of "
+                            f"the same sequence {masks[0].shape[0]}x{masks[0].shape[1]}; "
+                            "every annotation of a sequence has one size")
+    return masks
 
 
 def evaluate(results: Path | None, annotations: Path, sequences: list[str] | None = None,
@@ -113,10 +123,13 @@ def evaluate(results: Path | None, annotations: Path, sequences: list[str] | Non
     return EvalResult(scores, summarise(scores))
 
 
+CSV_NAMES = ("global_results.csv", "per-sequence_results.csv")
+
+
 def write_csvs(result: EvalResult, folder: Path) -> tuple[Path, Path]:
     """``global_results.csv`` and ``per-sequence_results.csv`` in ``folder``, 3 decimals."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = folder / "global_results.csv", folder / "per-sequence_results.csv"
+    paths = folder / CSV_NAMES[0], folder / CSV_NAMES[1]
     tables = ([result.global_row()], GLOBAL_COLUMNS), (result.sequence_rows(),
                                                        ("Sequence", "J-Mean", "F-Mean"))
     for path, (rows, columns) in zip(paths, tables, strict=True):

@@ -1,4 +1,8 @@
-"""Atomic file writes (a temp file in the target's folder, then os.replace) and hashing."""
+"""Atomic file writes (a temp file in the target's folder, then os.replace), hashing, and the
+up-front check that an output location can be written at all.
+
+Files and folders we create get the modes the user's umask gives (0644 / 0755 under the
+usual 022), as open() and mkdir() would: tempfile's private 0600 / 0700 is undone."""
 
 from __future__ import annotations
 
@@ -9,6 +13,26 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: Path, folder: bool = False) -> None:
+    """Give a file or folder made by tempfile the mode open() or mkdir() would have given."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+def make_temp_dir(prefix: str, parent: Path) -> Path:
+    """tempfile.mkdtemp beside the target, with the mode mkdir would give it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    public_mode(path, folder=True)
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -17,6 +41,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    public_mode(tmp_path)
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
@@ -32,3 +57,27 @@ def sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = False) -> None:
+    """Raise a UserError now, before any work, when ``path`` (a file, or a folder with
+    ``folder``) could not be written: an existing entry of the other kind, a file where a
+    parent folder must be, or a folder this user cannot write in. Creates nothing."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; choose another location")
+    if not folder and path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file; choose another location")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {path} cannot be written: {ancestor} is a file, not a folder; "
+                        "choose another location")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mvos-write-check.", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be written: no write access to {ancestor} "
+                        f"({exc.strerror}); choose another location") from None

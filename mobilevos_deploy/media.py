@@ -65,14 +65,21 @@ class FrameSource:
 
 
 def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    stems = [p.stem for p in files]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
+    if twins:  # one output mask per name: one of them would overwrite the other
+        clash = ", ".join(p.name for p in files if p.stem == twins[0])
+        raise UserError(f"{folder}: frames {clash} share a name; keep one image per frame "
+                        "name in the folder")
+    return files
 
 
 def _read_image(file: Path) -> np.ndarray:
     try:
         with Image.open(file) as image:
             return np.asarray(image.convert("RGB"))
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise UserError(f"{file}: not a readable image ({err})") from None
 
 
@@ -111,7 +118,7 @@ def read_mask(file: Path) -> np.ndarray:
                 raise UserError(f"{file}: mask must be an indexed (palette) PNG with ids "
                                 f"0 background, 1..K objects, 255 void; got mode {image.mode}")
             return np.asarray(image.convert("L") if image.mode == "1" else image, np.uint8)
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise UserError(f"{file}: not a readable PNG ({err})") from None
 
 

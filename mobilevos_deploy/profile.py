@@ -8,13 +8,15 @@ work (activations, the softmax, |mk|^2) is not included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import get_variant
+from .config import StudentConfig, get_variant
+from .errors import UserError
 from .nn.readout import distinct_size
-from .stages import STRIDE, InitStage, StepStage, TensorSpec, check_size, state_spec
+from .stages import STRIDE, StepStage, TensorSpec, check_size, state_spec
 from .student import build_student
 
 PARTS = ("key_encoder", "value_encoder", "readout", "decoder")
@@ -30,6 +32,7 @@ class Profile:
     macs: dict[str, int]  # per step: "total" and each part
     state: list[TensorSpec]
     affinity_bytes: int  # fp32 P x N affinity of one step (N ~ Q*h*w, P ~ h*w)
+    export_floor_bytes: int  # the least an export at this size needs (memory_floor)
 
     @property
     def state_bytes(self) -> int:
@@ -45,25 +48,66 @@ def profile_variant(name: str, height: int, width: int, queue: int) -> Profile:
         params[part] = sum(p.numel() for p in getattr(student, part).parameters())
     params["aspp"] = sum(p.numel() for p in student.decoder.aspp.parameters())
 
-    frame = torch.rand(1, 3, height, width)
-    mask = (torch.rand(1, 1, height, width) > 0.5).float()
-    step = StepStage(student, queue)
+    # counted on the meta device: shapes only, nothing of full size is allocated (a
+    # 16000x16000 request is counted in a second, not killed for memory)
+    step = StepStage(student.to("meta"), queue)
+    frame = torch.empty(1, 3, height, width, device="meta")
+    state = [torch.empty(t.shape, device="meta") for t in state_spec(cfg, queue, height, width)]
     counter = FlopCounterMode(display=False)
-    with torch.no_grad():
-        state = InitStage(student, queue)(frame, mask)
-        with counter:
-            step(frame, *state)
+    with torch.no_grad(), counter:
+        step(frame, *state)
     counts = counter.get_flop_counts()
     macs = {"total": sum(counts.get("Global", {}).values()) // 2}
     for part in PARTS:
         macs[part] = sum(counts.get(f"StepStage.student.{part}", {}).values()) // 2
 
-    hw = (height // STRIDE) * (width // STRIDE)
-    taken = {cfg.key_dim, cfg.key_dim + 1, cfg.value_dim}  # as padded by the read-out
-    n = distinct_size(queue * hw, taken)
-    p = distinct_size(hw, taken | {n})
+    p, n = affinity_shape(cfg, queue, height, width)
     return Profile(name, height, width, queue, params, macs,
-                   state_spec(cfg, queue, height, width), n * p * 4)
+                   state_spec(cfg, queue, height, width), n * p * 4,
+                   memory_floor(cfg, queue, height, width))
+
+
+def affinity_shape(cfg: StudentConfig, queue: int, height: int, width: int) -> tuple[int, int]:
+    """(P, N): query positions x memory positions of one step's affinity, as the read-out
+    pads them."""
+    hw = (height // STRIDE) * (width // STRIDE)
+    taken = {cfg.key_dim, cfg.key_dim + 1, cfg.value_dim}
+    n = distinct_size(queue * hw, taken)
+    return distinct_size(hw, taken | {n}), n
+
+
+def memory_floor(cfg: StudentConfig, queue: int, height: int, width: int,
+                 itemsize: int = 8) -> int:
+    """Bytes an export at this size needs at the least: the float64 reference step's
+    affinity and its softmax (two P x N arrays), and one stride-2 activation of the key
+    encoder's stem in and out (16 values per pixel: 64 channels at half resolution in
+    ResNet, 96 expanded channels in MobileNetV2's second block). A lower bound: the
+    converter and runtimes need more, so a request above it cannot fit."""
+    p, n = affinity_shape(cfg, queue, height, width)
+    return itemsize * (2 * p * n + 2 * 16 * height * width)
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(cfg: StudentConfig, queue: int, height: int, width: int, what: str,
+                 itemsize: int = 8) -> None:
+    """A UserError before anything is built when ``what`` cannot fit in this machine."""
+    need, have = memory_floor(cfg, queue, height, width, itemsize), available_memory()
+    if have is not None and need > have:
+        raise UserError(f"{what} at {height}x{width}, queue {queue} needs at least "
+                        f"{need / 2**30:,.1f} GiB (the affinity alone is "
+                        f"{affinity_shape(cfg, queue, height, width)[0]:,} x "
+                        f"{affinity_shape(cfg, queue, height, width)[1]:,}); this machine has "
+                        f"{have / 2**30:.1f} GiB available. Choose a smaller --size or --queue.")
 
 
 def format_profile(p: Profile) -> str:
@@ -88,4 +132,6 @@ def format_profile(p: Profile) -> str:
                      f"{s.nbytes:>12,} B")
     lines.append(f"  affinity        {p.affinity_bytes:,} B fp32 "
                  f"({p.affinity_bytes / 2**20:.2f} MiB)")
+    lines.append(f"  export needs    at least {p.export_floor_bytes / 2**30:,.2f} GiB "
+                 "(float64 reference affinity + softmax, a stem activation)")
     return "\n".join(lines)

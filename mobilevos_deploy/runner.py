@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import numpy as np
 
 from .backends import Backend
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, check_writable, make_temp_dir
 from .media import blend, contact_sheet, open_frames, read_mask, write_mask
-from .segment import segment
+from .segment import object_ids, segment
 
 RECORD = "run.json"
 SHEET_FRAMES = 8
@@ -46,9 +45,19 @@ class RunResult:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and not (out.is_dir() and ((out / RECORD).is_file()
-                                               or not any(out.iterdir()))):
-        raise UserError(f"{out} exists and was not written by mvos-run (no {RECORD}); "
+    """Only an empty folder or an earlier run's (its record and mask PNGs, nothing else) may
+    be replaced; the location must be writable, checked before any frame is segmented."""
+    check_writable(out, "--out", folder=True)
+    if not out.exists():
+        return
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    foreign = sorted(p.name for p in entries
+                     if not (p.is_file() and (p.name == RECORD or p.suffix == ".png")))
+    if not (out / RECORD).is_file() or foreign:
+        why = f"no {RECORD}" if not (out / RECORD).is_file() else f"it also holds {foreign[0]}"
+        raise UserError(f"{out} exists and was not written by mvos-run ({why}); "
                         "choose another --out or remove it")
 
 
@@ -106,14 +115,25 @@ def run_video(backend: Backend, frames_path: Path, mask_path: Path, out: Path,
         raise UserError(f"{mask_path} is {first.shape[0]}x{first.shape[1]} but the frames in "
                         f"{frames_path} are {source.height}x{source.width}; give the mask of "
                         "the first frame at the frames' size")
+    if not object_ids(first):
+        raise UserError(f"{mask_path}: the first mask holds no object ids (only 0 background "
+                        "and 255 void); mark each object with its id 1..K")
     _check_out(out)
     if overlay is not None and overlay.suffix.lower() not in VIDEO_OUT + SHEET_OUT:
         raise UserError(f"{overlay}: the overlay is a video (.mp4, .avi) or a contact sheet "
                         "(.png, .jpg)")
+    if overlay is not None:
+        check_writable(overlay, "--overlay")
+        where = overlay.resolve()
+        inputs = (Path(mask_path).resolve(), Path(frames_path).resolve(), out.resolve())
+        if where == inputs[0] or where == inputs[1] or inputs[1] in where.parents \
+                or inputs[2] == where or inputs[2] in where.parents:
+            raise UserError(f"--overlay {overlay} is the mask, a frame or inside --out; write "
+                            "it somewhere else")
     out.parent.mkdir(parents=True, exist_ok=True)
     if overlay is not None:
         overlay.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = make_temp_dir(f".{out.name}.", out.parent)
     sheet = _Overlay(overlay, len(source), source.fps) if overlay is not None else None
 
     def sink(t: int, rgb: np.ndarray, ids: np.ndarray) -> None:

@@ -123,6 +123,12 @@ def segment(backend: Backend, frames: Iterable[np.ndarray], first_mask: np.ndarr
             start = time.perf_counter()
             probs, states = backend.step(frame, states)
             step_ms.append((time.perf_counter() - start) * 1e3)
+            bad = sum(int((~np.isfinite(p)).sum()) for p in probs)
+            if bad:  # aggregation's argmax would quietly make them background
+                raise UserError(f"frame {t}: the {backend.name} backend returned {bad} "
+                                "non-finite probabilities (NaN or inf); the masks would be "
+                                "empty. Check the model with mvos-export's gates (fp16 "
+                                "overflow?), or run --backend torch")
             sink(t, rgb, aggregate([box.back(p) for p in probs], ids))
         count += 1
     if count == 0:

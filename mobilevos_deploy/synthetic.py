@@ -8,6 +8,7 @@ several objects, a look-alike distractor and a moving camera (training data).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,3 +209,51 @@ def scene_clip(num_frames: int, height: int, width: int, seed: int = 0) -> Clip:
     label_map = torch.stack(labels)
     return Clip(torch.stack(frames), (label_map == 1).float(), (label_map == 2).float(),
                 label_map)
+
+
+KINDS = ("ellipse", "shapes", "scene")
+
+
+def write_synth_set(out: Path, name: str, kind: str, clips: int, num_frames: int,
+                    height: int, width: int, seed: int = 0, replace: bool = False) -> list[str]:
+    """``clips`` generated sequences (clip i from seed ``seed + i``) into the DAVIS-layout
+    root ``out``; returns their names. A sequence already in ``out`` is refused, or with
+    ``replace`` replaced whole, never overwritten frame by frame (frames of two sizes would
+    mix); the clips are written in a staging folder inside ``out`` and moved into place
+    only when all are written."""
+    import shutil
+
+    from .errors import UserError
+    from .files import check_writable, make_temp_dir
+
+    generate = {"ellipse": lambda n, h, w, s: moving_object_clip(n, h, w, seed=s,
+                                                                 occluder_from=0.85),
+                "shapes": lambda n, h, w, s: shapes_clip(n, h, w, seed=s),
+                "scene": lambda n, h, w, s: scene_clip(n, h, w, seed=s)}[kind]
+    out = Path(out)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):  # a folder name, never a path
+        raise UserError(f"--name {name!r}: a sequence name is letters, digits, '.', '_' and "
+                        "'-', starting with a letter or digit")
+    check_writable(out, "--out", folder=True)
+    names = [name] if clips == 1 else [f"{name}_{i:03d}" for i in range(clips)]
+    parts = (Path("JPEGImages") / "480p", Path("Annotations") / "480p")
+    taken = [str(part / n) for n in names for part in parts if (out / part / n).exists()]
+    if taken and not replace:
+        raise UserError(f"{out} already holds {taken[0]}"
+                        f"{f' and {len(taken) - 1} more' if len(taken) > 1 else ''}; "
+                        "refusing to overwrite it. Choose another --out or --name, or pass "
+                        "--replace to replace those sequences whole.")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = make_temp_dir(".mvos-synth-", out)
+    try:
+        for i, seq in enumerate(names):
+            write_davis_clip(generate(num_frames, height, width, seed + i), staging, seq)
+        for part in parts:
+            (out / part).mkdir(parents=True, exist_ok=True)
+            for seq in names:
+                if replace and (out / part / seq).is_dir():
+                    shutil.rmtree(out / part / seq)
+                (staging / part / seq).replace(out / part / seq)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return names

@@ -20,7 +20,9 @@ from ..errors import UserError
 from ..export.api import default_folder_name, export_model
 from ..export.graphs import GRAPH_REVISION
 from ..export.manifest import MANIFEST
-from ..files import atomic_path, sha256
+from ..export.verify import manifest_problems, read_manifest, verify_files
+from ..files import atomic_path, check_writable, sha256
+from ..proc import child_setup
 from .adb import Adb
 from .device import find_binary, run_point
 from .devices import device_info, load_profile, profile_mismatches
@@ -73,20 +75,29 @@ def reusable(manifest: dict, variant: str, queue: int, size: tuple[int, int],
             and {"fp32", "fp16"} <= set(manifest["precisions"]))
 
 
+def _json(path: Path) -> object:
+    """The JSON in ``path``, or None when it cannot be read as JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | None,
                   exports: Path) -> tuple[Path, dict]:
     """The export folder for this point: reused if its manifest matches, else made."""
     height, width = size
     folder = exports / default_folder_name(variant, queue, height, width)
     chosen = student_for(ckpt, variant)
-    want_ckpt = None if chosen.checkpoint is None else sha256(chosen.checkpoint)
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():
-        m = json.loads(manifest_path.read_text())
+    want_ckpt = chosen.sha256
+    if (folder / MANIFEST).exists() and not manifest_problems(_json(folder / MANIFEST)):
+        m = read_manifest(folder)
         if reusable(m, variant, queue, size, want_ckpt):
+            verify_files(folder, m, m["files"])  # a changed file is refused, never timed
             return folder, m
     result = export_model(chosen.student, variant, queue, height, width, folder,
                           trained=chosen.trained, checkpoint=chosen.checkpoint,
+                          checkpoint_sha256=chosen.sha256,
                           model_name=chosen.name)
     return folder, result.manifest
 
@@ -152,7 +163,8 @@ def run_local_benchmark_model(binary: Path, model: Path, threads: int, runs: int
            f"--num_runs={runs}", f"--warmup_runs={warmup}",
            "--report_peak_memory_footprint=true"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              preexec_fn=child_setup())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"cannot run {binary}: {exc}") from None
     out = parse_benchmark_output(proc.stdout + proc.stderr)
@@ -178,7 +190,12 @@ def _host_op_profile(req: BenchRequest, folder: Path, model: Path) -> Path:
 def run_bench(req: BenchRequest,
               progress: Callable[[int, int, str], None] | None = None) -> BenchReport:
     """Measure every point; ``progress(done, total, label)`` is called before each."""
-    store = ResultStore(req.results)
+    store = ResultStore(req.results)  # refuses a foreign or unwritable results file now
+    if req.plot is not None:
+        check_writable(req.plot, "--plot")
+        if req.plot.resolve() in (store.csv_path.resolve(), store.json_path.resolve()):
+            raise UserError(f"--plot {req.plot} is the results file; give the plot a .png name")
+    check_writable(req.exports, "--exports", folder=True)
     report = BenchReport([], [], store.rows)
     adb = binary = None
     if req.device == "host":

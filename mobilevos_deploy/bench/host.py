@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..proc import child_setup
 
 ENGINES = ("tflite", "tflite-gpu", "onnx", "torch")
 MARK = "MVOS_HOST_RESULT "
@@ -88,7 +89,7 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
             from ..stages import StepStage
 
             torch.set_num_threads(threads)
-            student = manifest_student(manifest)
+            student = manifest_student(manifest, folder)
             step = StepStage(student, manifest["queue"]).eval()
             feeds = [torch.from_numpy(v) for v in _inputs(manifest, "onnx").values()]
 
@@ -117,7 +118,9 @@ class _GpuCall:
 
 def measure(folder: Path, engine: str, precision: str, threads: int, warmup: int,
             runs: int) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
+    from ..export.verify import graph_files, read_export
+
+    manifest = read_export(folder, graph_files(engine, precision)[1:])  # the step it times
     load = _loader(folder, manifest, engine, precision, threads)
     start = time.perf_counter()
     call = load()
@@ -154,7 +157,8 @@ def run_in_child(folder: Path, engine: str, precision: str, threads: int, warmup
     cmd = [sys.executable, "-m", "mobilevos_deploy.bench.host", str(folder), engine, precision,
            str(threads), str(warmup), str(runs)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              preexec_fn=child_setup())
     except subprocess.TimeoutExpired:
         raise UserError(f"host benchmark of {folder.name} on {engine} exceeded "
                         f"{timeout_s:.0f} s") from None
@@ -167,7 +171,11 @@ def run_in_child(folder: Path, engine: str, precision: str, threads: int, warmup
 
 def main() -> None:
     folder, engine, precision, threads, warmup, runs = sys.argv[1:7]
-    result = measure(Path(folder), engine, precision, int(threads), int(warmup), int(runs))
+    try:
+        result = measure(Path(folder), engine, precision, int(threads), int(warmup), int(runs))
+    except UserError as exc:  # the parent shows the last lines: the message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(MARK + json.dumps(result), flush=True)
 
 

@@ -6,12 +6,15 @@ import csv
 import io
 import json
 import math
+import os
 import statistics
-from dataclasses import asdict, dataclass, fields
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..files import atomic_path
+from ..errors import UserError
+from ..files import atomic_path, check_writable
 
 FPS30_MS = 1000.0 / 30.0
 
@@ -78,9 +81,14 @@ class ResultStore:
     def __init__(self, csv_path: Path) -> None:
         self.csv_path = Path(csv_path)
         self.json_path = self.csv_path.with_suffix(".json")
+        for path in (self.csv_path, self.json_path):
+            check_writable(path, "results file")
         self.rows: list[BenchRow] = []
+        csv_rows = _read_csv(self.csv_path) if self.csv_path.exists() else None
         if self.json_path.exists():
-            self.rows = [BenchRow(**r) for r in json.loads(self.json_path.read_text())]
+            self.rows = _read_json(self.json_path)
+        elif csv_rows:  # the JSON twin was removed: the CSV's rows are kept, not dropped
+            self.rows = csv_rows
 
     def has(self, row_key: tuple) -> bool:
         return any(r.key() == row_key for r in self.rows)
@@ -93,10 +101,71 @@ class ResultStore:
         writer = csv.DictWriter(buf, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(asdict(r) for r in self.rows)
-        with atomic_path(self.csv_path) as tmp:
-            tmp.write_text(buf.getvalue())
-        with atomic_path(self.json_path) as tmp:
-            tmp.write_text(json.dumps([asdict(r) for r in self.rows], indent=1) + "\n")
+        text = json.dumps([asdict(r) for r in self.rows], indent=1) + "\n"
+        try:
+            with atomic_path(self.csv_path) as tmp:
+                tmp.write_text(buf.getvalue())
+            with atomic_path(self.json_path) as tmp:
+                tmp.write_text(text)
+        except OSError as exc:  # the measurement is not lost: it goes where it can
+            fd, rescue = tempfile.mkstemp(prefix="mvos-bench-rows.", suffix=".json")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            raise UserError(f"cannot write {self.csv_path} ({exc.strerror}); every row so far, "
+                            f"this one included, is in {rescue}") from None
+
+
+REQUIRED = [f.name for f in fields(BenchRow) if f.default is MISSING]
+
+
+def _foreign(path: Path, why: str) -> UserError:
+    return UserError(f"{path} is not a mvos-bench results file ({why}); refusing to rewrite "
+                     "it. Choose another --results (its .csv and .json twin are ours to "
+                     "write), or move that file away.")
+
+
+def _typed(row: dict[str, str]) -> dict:
+    """A CSV row's strings as the BenchRow field types ('' is None where None is allowed)."""
+    out: dict = {}
+    for f in fields(BenchRow):
+        text = row.get(f.name, "")
+        kind = str(f.type)
+        if text == "" and "None" in kind:
+            out[f.name] = None
+        elif kind.startswith("int"):
+            out[f.name] = int(text)
+        elif kind.startswith("float"):
+            out[f.name] = float(text)
+        elif f.name in row or f.default is MISSING:
+            out[f.name] = text
+    return out
+
+
+def _read_csv(path: Path) -> list[BenchRow]:
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            if not header or set(header) - set(FIELDS) or set(REQUIRED) - set(header):
+                raise _foreign(path, f"its header is {', '.join(header[:4]) or 'empty'}"
+                               f"{' ...' if len(header) > 4 else ''}")
+            return [BenchRow(**_typed(row)) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
+        raise _foreign(path, f"unreadable: {exc}") from None
+
+
+def _read_json(path: Path) -> list[BenchRow]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _foreign(path, f"unreadable: {exc}") from None
+    if not isinstance(data, list) or not all(
+            isinstance(r, dict) and set(REQUIRED) <= set(r) <= set(FIELDS) for r in data):
+        raise _foreign(path, "not a list of benchmark rows")
+    try:
+        return [BenchRow(**r) for r in data]
+    except TypeError as exc:
+        raise _foreign(path, str(exc)) from None
 
 
 def format_table(rows: list[BenchRow]) -> str:

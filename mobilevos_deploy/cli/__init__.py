@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,16 +17,48 @@ from ..errors import UserError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, CI runners, job schedulers) or SIGHUP (a closed terminal or ssh
+    session), raised in the main thread. A KeyboardInterrupt, so every clean-up that Ctrl-C
+    runs (staging folders removed, workers stopped, partial files deleted) runs for it too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+HANDLED = (signal.SIGTERM, signal.SIGHUP)
+
+
 def user_errors(func: F) -> F:
-    """Print a UserError as one paragraph (no traceback) and exit with code 2."""
+    """Print a UserError as one paragraph (no traceback) and exit with code 2; SIGTERM,
+    SIGHUP and Ctrl-C clean up like an error and exit 128 + the signal's number (143, 129,
+    130), also without a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, _terminate) for s in HANDLED} if main else {}
         try:
             return func(*args, **kwargs)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except Terminated as exc:
+            name = signal.Signals(exc.signum).name
+            click.echo(f"terminated ({name}); partial outputs were removed", err=True)
+            sys.exit(128 + exc.signum)
+        except KeyboardInterrupt:
+            click.echo("interrupted; partial outputs were removed", err=True)
+            sys.exit(128 + signal.SIGINT)
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
 
     return wrapper  # type: ignore[return-value]
 
@@ -60,3 +95,26 @@ def parse_queues(text: str) -> list[int]:
     if bad:
         raise click.BadParameter(f"queue lengths must be in 1..{MAX_QUEUE}, got {bad[0]}")
     return sorted(set(queues))
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite and within [low, high] (``click.FloatRange`` lets 'nan' in,
+    which would turn a loss or a learning rate into NaN later, mid-run)."""
+
+    name = "float"
+
+    def __init__(self, low: float = -math.inf, high: float = math.inf,
+                 low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if number < self.low or (self.low_open and number == self.low) or number > self.high:
+            bound = "(" if self.low_open else "["
+            self.fail(f"{number:g} is not in {bound}{self.low:g}, {self.high:g}]", param, ctx)
+        return number

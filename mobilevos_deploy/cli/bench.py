@@ -12,7 +12,7 @@ from ..bench.host import ENGINES
 from ..bench.results import format_table
 from ..checkpoint import SEEDED
 from ..config import DEFAULT_VARIANT, get_variant, variant_names
-from . import parse_queues, parse_size, user_errors
+from . import FiniteFloat, parse_queues, parse_size, user_errors
 
 
 def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -60,8 +60,8 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--op-profile", is_flag=True, help="Per-op times: benchmark_model "
               "--enable_op_profiling on the phone, LiteRT one-op timing on the host; kept in "
               "the results' _logs folder.")
-@click.option("--cooldown", default=10.0, show_default=True, help="Seconds between phone "
-              "points.")
+@click.option("--cooldown", type=FiniteFloat(0.0, 3600.0), default=10.0, show_default=True,
+              help="Seconds between phone points.")
 @user_errors
 def main(device: str, serial: str | None, variants: str, queues: str, size: str,
          precision: str, engines: str, runs: int, warmup: int, threads: int,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..evaluate import evaluate, write_csvs
+from ..evaluate import CSV_NAMES, evaluate, write_csvs
+from ..files import check_writable
 from . import user_errors
 
 
@@ -36,6 +37,10 @@ def main(results: Path | None, baseline: str | None, annotations: Path | None,
         raise click.UsageError("give exactly one of --results and --baseline")
     if baseline and annotations is None:
         raise click.UsageError("--baseline scores against --annotations")
+    if csv_dir is not None:  # before scoring, whose work a late failure would lose
+        check_writable(csv_dir, "--csv", folder=True)
+        for name in CSV_NAMES:
+            check_writable(csv_dir / name, "--csv")
     wanted = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
     result = evaluate(results, annotations or reference, wanted, use_void=void)
     click.echo("| Sequence | J-Mean | F-Mean |\n|---|---|---|")

@@ -52,6 +52,7 @@ def main(ckpt: str | None, variant: str | None, queues: str, size: str, precisio
             folder = Path(out) if len(queue_list) == 1 else Path(out) / folder_name
         result = export_model(student, name, queue, height, width, folder, trained=trained,
                               checkpoint=chosen.checkpoint, model_name=chosen.name,
+                              checkpoint_sha256=chosen.sha256,
                               precisions=precision_list, allow_cpu_fallback=allow_cpu_fallback)
         for warning in result.warnings:
             click.secho(warning, err=True, fg="red", bold=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..synthetic import moving_object_clip, scene_clip, shapes_clip, write_davis_clip
+from ..synthetic import KINDS, write_synth_set
 from . import parse_size, user_errors
 
 
@@ -15,7 +15,7 @@ from . import parse_size, user_errors
               help="Dataset root; JPEGImages/480p/NAME and Annotations/480p/NAME go in it.")
 @click.option("--name", default="synth", show_default=True,
               help="Sequence name (with --clips > 1: NAME_000, NAME_001, ...).")
-@click.option("--kind", type=click.Choice(["ellipse", "shapes", "scene"]), default="ellipse",
+@click.option("--kind", type=click.Choice(KINDS), default="ellipse",
               show_default=True, help="ellipse: the demo clip; shapes: a random textured "
               "shape with an occluder; scene: 2-3 objects, a look-alike distractor and a "
               "moving camera (training data).")
@@ -24,20 +24,14 @@ from . import parse_size, user_errors
 @click.option("--frames", "num_frames", default=24, show_default=True, type=click.IntRange(3))
 @click.option("--size", default="480x854", show_default=True, help="HEIGHTxWIDTH, any size.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--replace", is_flag=True, help="Replace sequences of the same names already in "
+              "--out, each as a whole (without it they are refused).")
 @user_errors
 def main(out: Path, name: str, kind: str, clips: int, num_frames: int, size: str,
-         seed: int) -> None:
+         seed: int, replace: bool) -> None:
     height, width = parse_size(size, multiple=1)
-    for i in range(clips):
-        if kind == "ellipse":
-            clip = moving_object_clip(num_frames, height, width, seed=seed + i,
-                                      occluder_from=0.85)
-        elif kind == "shapes":
-            clip = shapes_clip(num_frames, height, width, seed=seed + i)
-        else:
-            clip = scene_clip(num_frames, height, width, seed=seed + i)
-        seq = name if clips == 1 else f"{name}_{i:03d}"
-        frames_dir, masks_dir = write_davis_clip(clip, out, seq)
+    names = write_synth_set(out, name, kind, clips, num_frames, height, width, seed,
+                            replace)
     click.echo(f"{out}: {clips} sequence(s) of {num_frames} frames at {height}x{width}, "
-               f"last {frames_dir.name}; masks: "
+               f"last {names[-1]}; masks: "
                + ("objects 1..K" if kind == "scene" else "object 1, occluder 2"))

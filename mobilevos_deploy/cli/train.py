@@ -9,7 +9,7 @@ import click
 from ..config import variant_names
 from ..train.loop import BATCHNORM_MODES, SCHEDULES, TEACHER, TrainSettings, train
 from ..train.losses import LossConfig
-from . import parse_size, user_errors
+from . import FiniteFloat, parse_size, user_errors
 
 LOSSES = ("ce", "ce+logit", "ce+repr", "ce+logit+repr")
 PATHS = click.Path(path_type=Path)
@@ -36,11 +36,11 @@ def default_omega(model: str) -> float:
 @click.option("--queue", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--max-skip", type=click.IntRange(1), default=3, show_default=True,
               help="Largest gap between sampled frames of a video clip.")
-@click.option("--min-crop", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
+@click.option("--min-crop", type=FiniteFloat(0.05, 1.0), default=0.5, show_default=True,
               help="Smallest random crop of a video frame, as a fraction of its height "
               "(scale augmentation: the crop is resized to --size).")
-@click.option("--lr", type=float, default=1e-5, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-7, show_default=True)
+@click.option("--lr", type=FiniteFloat(0.0, 1.0, low_open=True), default=1e-5, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(0.0, 1.0), default=1e-7, show_default=True)
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True,
               help="Learning rate: constant, or cosine decay to 0 at --iters.")
 @click.option("--batchnorm", type=click.Choice(BATCHNORM_MODES), default="frozen",
@@ -48,9 +48,9 @@ def default_omega(model: str) -> float:
               "pretrained trunks); train: trained (needed from random weights).")
 @click.option("--loss", "loss_name", type=click.Choice(LOSSES), default="ce+logit+repr",
               show_default=True)
-@click.option("--omega", type=click.FloatRange(0, 1), default=None,
+@click.option("--omega", type=FiniteFloat(0.0, 1.0), default=None,
               help="C_ty = omega C_t + (1 - omega) Y Y^T [0 for resnet18, 0.95 otherwise].")
-@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=0.1,
+@click.option("--tau", type=FiniteFloat(0.0, low_open=True), default=0.1,
               show_default=True)
 @click.option("--sampling", type=click.Choice(["boundary", "random"]), default="boundary",
               show_default=True)

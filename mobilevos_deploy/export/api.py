@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import make_temp_dir
+from ..profile import check_memory
 from ..student import Student
 from .convert import Conversion
 from .fp16_compute import half_runners
@@ -52,6 +53,7 @@ from .manifest import (
 )
 from .parity import GateError, GateResult, nchw_clip, rollout, rollout_gate, step_parity
 from .runtimes import check_io, exact_runner, onnx_runner, tflite_runner, torch_runner
+from .verify import foreign_entries
 
 ROLLOUT_FRAMES = 31
 PRECISIONS = ("fp32", "fp16")
@@ -227,8 +229,15 @@ def export_model(
     student: Student, variant: str, queue: int, height: int, width: int, folder: Path, *,
     trained: bool, checkpoint: Path | None = None, precisions: Sequence[str] = PRECISIONS,
     allow_cpu_fallback: bool = False, model_name: str | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> ExportResult:
-    """Export, gate and write ``folder`` (replaced whole, or left untouched on failure)."""
+    """Export, gate and write ``folder`` (replaced whole, or left untouched on failure).
+
+    ``checkpoint_sha256``: the hash of the bytes ``student`` was loaded from (ChosenStudent
+    has it); without it the file is hashed now."""
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint).resolve()  # the manifest's path works from anywhere
+        checkpoint_sha256 = checkpoint_sha256 or sha256(checkpoint)
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     warnings: list[str] = []
@@ -236,12 +245,12 @@ def export_model(
     if unknown or not precisions:
         raise UserError(f"unknown precision {unknown or precisions}; choose from fp32, fp16")
     specs = graph_specs(student, queue, height, width)
+    check_memory(student.config, queue, height, width, "an export")  # before building
     folder = Path(folder)
     _check_replaceable(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{folder.name}-", dir=folder.parent))
-        staging.chmod(0o755)  # mkdtemp makes it private; the export folder is not
+        staging = make_temp_dir(f".staging-{folder.name}-", folder.parent)
     except OSError as exc:
         raise UserError(f"cannot create the output folder {folder}: {exc.strerror} "
                         f"({exc.filename}). Choose another --out.") from None
@@ -303,7 +312,7 @@ def export_model(
             "precisions": list(precisions),
             "trained": trained,
             "checkpoint": None if checkpoint is None else
-                {"path": str(checkpoint), "sha256": sha256(checkpoint), "name": model_name},
+                {"path": str(checkpoint), "sha256": checkpoint_sha256, "name": model_name},
             "config": student.config.to_dict(),
             "graphs": {n: io_spec(specs[n]) for n in SHIPPED},
             "feeds": feeds(specs["step"]),
@@ -342,11 +351,25 @@ def _when_converted(conversion: Conversion, converted: Future, then):
 
 
 def _check_replaceable(folder: Path) -> None:
-    """Only an earlier export (or an empty folder) may be replaced."""
-    if folder.exists() and not (folder.is_dir() and ((folder / MANIFEST).exists()
-                                                     or not any(folder.iterdir()))):
-        raise UserError(f"{folder} exists and is not an export folder (no {MANIFEST}); "
-                        "refusing to replace it. Choose another --out.")
+    """Only an empty folder, or an export of ours holding nothing its manifest does not
+    list, may be replaced: anything else may be a user's files."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise UserError(f"{folder} exists and is a file, not an export folder; refusing to "
+                        "replace it. Choose another --out.")
+    try:
+        foreign = foreign_entries(folder)
+    except OSError as exc:
+        raise UserError(f"cannot read {folder} ({exc.strerror}); choose another --out") from None
+    if foreign:
+        ours = (folder / MANIFEST).is_file() and MANIFEST not in foreign
+        what = (f"{len(foreign)} entries its {MANIFEST} does not list" if ours
+                else f"no valid {MANIFEST} of ours")
+        raise UserError(f"{folder} exists and is not an export folder ({what}: "
+                        f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
+                        "refusing to replace it. Choose another --out, or move those "
+                        "files away.")
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:

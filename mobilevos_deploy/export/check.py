@@ -43,8 +43,11 @@ class CheckResult:
 
 
 def _readable(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file; give a .tflite file")
     try:
-        head = path.read_bytes()[:8]
+        with open(path, "rb") as fh:
+            head = fh.read(8)
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror}); give a .tflite file") \
             from None

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..proc import child_setup
 from ..stages import STATE_NAMES
 from .graphs import GraphSpec
 from .tf_worker import FAILED
@@ -53,7 +54,8 @@ class Conversion:
         self._log = open(work / "convert.log", "w+")  # noqa: SIM115 (closed in result())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "mobilevos_deploy.export.tf_worker", str(work / "jobs.json")],
-            stdout=self._log, stderr=subprocess.STDOUT, text=True)
+            stdout=self._log, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=child_setup())
 
     def result(self) -> dict[str, Path]:
         """{"<name>_fp32": path, "<name>_fp16": path, ...}, or a UserError naming the step."""

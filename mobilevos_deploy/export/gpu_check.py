@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..proc import child_setup
 
 ENV_VAR = "MVOS_GPU_CHECKER"
 DEFAULT_CHECKER = Path(__file__).resolve().parents[2] / ".venv-gpucheck" / "bin" / "python"
@@ -132,14 +133,22 @@ def checker_python() -> Path | None:
     return DEFAULT_CHECKER if DEFAULT_CHECKER.exists() else None
 
 
+TIMEOUT_S = 600
+
+
 def check_gpu(files: list[Path], python: Path | None = None,
               by_path: bool = False) -> dict[str, GpuReport]:
     """Analyze each file with TensorFlow 2.17; keyed by file name (or by the path given)."""
     python = python or checker_python()
     if python is None or not python.exists():
         raise UserError(f"the GPU-delegate checker is not installed: {FIX}")
-    proc = subprocess.run([str(python), "-c", _SCRIPT, *map(str, files)], capture_output=True,
-                          text=True, timeout=600)
+    try:
+        proc = subprocess.run([str(python), "-c", _SCRIPT, *map(str, files)],
+                              capture_output=True, text=True, timeout=TIMEOUT_S,
+                              preexec_fn=child_setup())
+    except subprocess.TimeoutExpired:
+        raise UserError(f"the GPU-delegate checker did not finish within {TIMEOUT_S} s on "
+                        f"{', '.join(Path(f).name for f in files)}") from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-5:])

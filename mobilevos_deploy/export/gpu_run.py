@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..proc import child_setup
 from . import gpu_worker as protocol
 from .gpu_check import ENV_VAR, checker_python
 
@@ -108,7 +109,7 @@ class GpuSession:
         self._proc = subprocess.Popen(
             [str(python), "-u", str(Path(protocol.__file__))], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, env=worker_env(),
-            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            preexec_fn=child_setup(nice))
 
     def __enter__(self) -> GpuSession:
         return self

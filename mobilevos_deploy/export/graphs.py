@@ -16,6 +16,7 @@ import onnxsim
 import torch
 from torch import nn
 
+from ..config import StudentConfig
 from ..stages import InitStage, StepStage, TensorSpec, check_size, state_spec
 from ..student import Student
 
@@ -44,8 +45,13 @@ class GraphSpec:
 
 
 def graph_specs(student: Student, queue: int, height: int, width: int) -> dict[str, GraphSpec]:
+    return config_specs(student.config, queue, height, width)
+
+
+def config_specs(cfg: StudentConfig, queue: int, height: int,
+                 width: int) -> dict[str, GraphSpec]:
+    """The graphs' declared I/O, from the config alone (a manifest is checked with it)."""
     check_size(height, width)
-    cfg = student.config
     state = tuple(state_spec(cfg, queue, height, width))
     nxt = tuple(TensorSpec(NEXT + s.name, s.shape, s.dtype, s.layout) for s in state)
     frame = TensorSpec("frame", (1, 3, height, width), "float32", "NCHW RGB [0,1]")

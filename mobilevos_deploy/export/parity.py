@@ -56,6 +56,12 @@ def step_parity(
     """
     expected = ref(inputs)
     gate = GateResult(name, True)
+    for out in spec.output_names:
+        if not np.isfinite(expected[out]).all():
+            gate.passed = False
+            gate.offending.append(f"{'pytorch':<8} {out:<18} the reference itself is "
+                                  f"non-finite: {int(np.isnan(expected[out]).sum())} NaN, "
+                                  f"{int(np.isinf(expected[out]).sum())} inf")
     floors = {}
     if exact is not None:
         for out in spec.output_names:
@@ -144,6 +150,11 @@ def rollout_gate(name: str, ref_probs: np.ndarray, probs: np.ndarray, min_iou: f
     gate.figures["min_sure_fraction"] = float(sure.mean(axis=(1, 2)).min())
     gate.figures["unsure_band"] = band
     gate.figures["max_prob_err"] = float(np.max(np.abs(probs - ref_probs)))
+    ref_finite = np.isfinite(ref_probs).all(axis=(1, 2))
+    if not ref_finite.all():  # said as such: an IoU table would hide it
+        gate.passed = False
+        gate.offending.append(f"the PyTorch reference's probabilities are non-finite (NaN or "
+                              f"inf) from frame {int(np.argmin(ref_finite)) + 1} on")
     finite = np.isfinite(probs).all(axis=(1, 2))
     if not finite.all():
         gate.passed = False

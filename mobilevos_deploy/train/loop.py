@@ -31,7 +31,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import get_variant
 from ..errors import UserError
-from ..files import atomic_path
+from ..files import atomic_path, check_writable
 from ..memory import initial_state, push
 from ..student import Student, build_student
 from .data import StaticClips, VideoClips, make_batch
@@ -235,8 +235,10 @@ class _Run:
         terms = mobilevos_loss(loss_cfg, targets, torch.cat(logits), torch.cat(embeddings),
                                teacher_logits, teacher_features, self.gen)
         if not torch.isfinite(terms.total):
-            raise FloatingPointError(f"iteration {self.iteration + 1}: the loss is not finite "
-                                     f"({terms.as_dict()}); lower --lr")
+            saved = sorted(s.out.glob("ckpt_*.pt"))
+            raise UserError(f"iteration {self.iteration + 1}: the loss is not finite "
+                            f"({terms.as_dict()}): the run diverged. Lower --lr; the last "
+                            f"good weights are {saved[-1] if saved else 'not saved yet'}")
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(s, self.iteration)
         self.optimizer.zero_grad(set_to_none=True)
@@ -269,23 +271,37 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets one message
             raise UserError(f"{path}: cannot resume from it ({str(exc)[:200]}); start a "
                             "fresh run in another --out") from None
+        fresh = "; start a fresh run in another --out (its ckpt_*.pt can be its --init)"
+        keys = {"settings", "network", "optimizer", "generator", "iteration", "best"}
+        if not isinstance(payload, dict) or keys - set(payload):
+            missing = sorted(keys - set(payload)) if isinstance(payload, dict) else "all"
+            raise UserError(f"{path} is not a training state (missing {missing}){fresh}")
         stored = {"batchnorm": "frozen", **payload["settings"]}  # runs from before the flag
         for key in ("model", "size", "frames", "batch", "queue", "loss", "batchnorm"):
-            if stored[key] != self.s.as_json()[key]:
-                raise UserError(f"{path} was trained with {key} = {stored[key]}, not "
+            if stored.get(key) != self.s.as_json()[key]:
+                raise UserError(f"{path} was trained with {key} = {stored.get(key)}, not "
                                 f"{self.s.as_json()[key]}; resume with the same settings")
-        self.network.load_state_dict(payload["network"])
-        if self.embedding is not None:
-            self.embedding.load_state_dict(payload["embedding"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        bad = [k for k, v in payload["network"].items()
+               if isinstance(v, torch.Tensor) and v.is_floating_point()
+               and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise UserError(f"{path} holds non-finite weights ({', '.join(bad[:3])}){fresh}")
+        try:
+            self.network.load_state_dict(payload["network"])
+            if self.embedding is not None:
+                self.embedding.load_state_dict(payload["embedding"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.gen.set_state(payload["generator"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{path} does not fit this run ({str(exc)[:200]}){fresh}") from None
         for group in self.optimizer.param_groups:  # --lr / --weight-decay of this call
             group["lr"], group["weight_decay"] = self.s.lr, self.s.weight_decay
-        self.gen.set_state(payload["generator"])
         self.iteration = payload["iteration"]
         self.best = tuple(payload["best"]) if payload["best"] else None
 
 
 def _check_out(out: Path, resume: bool) -> None:
+    check_writable(out, "--out", folder=True)
     has_state = (out / STATE).is_file()
     if resume and not has_state:
         raise UserError(f"--resume: {out} holds no {STATE}; drop --resume to start a run")

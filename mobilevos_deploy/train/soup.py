@@ -4,6 +4,7 @@ weights only if the averaged student does not score lower."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 
 from ..checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from ..errors import UserError
+from ..files import check_writable
 from ..student import build_student
 from .validate import Score, check_val_root, validate
 
@@ -58,6 +60,10 @@ def greedy_soup(checkpoints: list[Path], val: Path, size: tuple[int, int], out: 
     check_val_root(val)
     if not Path(out).parent.is_dir():
         raise UserError(f"{Path(out).parent}: no such folder for --out")
+    check_writable(out, "--out")  # now, not after the scoring
+    if Path(out).resolve() in {Path(c).resolve() for c in checkpoints}:
+        raise UserError(f"--out {out} is one of the checkpoints to mix; write the soup to "
+                        "another file")
     loaded = [load_checkpoint(p) for p in checkpoints]
     _same_variant(loaded)
     variant, cfg = loaded[0].variant, loaded[0].config
@@ -85,6 +91,17 @@ def greedy_soup(checkpoints: list[Path], val: Path, size: tuple[int, int], out: 
             soup.append(states[rank])
             best = trial
         ingredients.append(Ingredient(loaded[i].path, alone[i], kept, trial))
-    model.load_state_dict(average_state(soup), strict=True)
-    save_checkpoint(out, model, variant)
+    mixed = average_state(soup)
+    bad = [k for k, v in mixed.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"the soup's average overflowed to non-finite values in {bad[:3]}; "
+                        "nothing was written")
+    model.load_state_dict(mixed, strict=True)
+    try:
+        save_checkpoint(out, model, variant)
+    except OSError as exc:  # the scoring is not lost: the soup goes where it can
+        rescue = Path(tempfile.mkdtemp(prefix="mvos-soup-")) / Path(out).name
+        save_checkpoint(rescue, model, variant)
+        raise UserError(f"cannot write {out} ({exc.strerror}); the soup was saved to "
+                        f"{rescue}") from None
     return SoupResult(Path(out), variant, ingredients, best)
