@@ -10,5 +10,6 @@ gpu_gate.py      the export's GPU gate: delegation verdict and parity on that ac
 gpu_check.py     TensorFlow 2.17's GPU-delegate analyzer, the second verdict
 check.py         both verdicts for any TFLite file (mvos-check)
 manifest.py      what an export folder promises
+verify.py        whether a folder is what its manifest says (before anything runs on it)
 api.py           export_model: staging, gates, manifest, atomic move into place
 """
