@@ -17,7 +17,15 @@ from .errors import UserError
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    """The process umask, read from /proc (setting it to read it would race with threads
+    creating files meanwhile); elsewhere the set-and-restore fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
     os.umask(mask)
     return mask
 
@@ -62,7 +70,8 @@ def sha256(path: str | os.PathLike[str]) -> str:
 def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = False) -> None:
     """Raise a UserError now, before any work, when ``path`` (a file, or a folder with
     ``folder``) could not be written: an existing entry of the other kind, a file where a
-    parent folder must be, or a folder this user cannot write in. Creates nothing."""
+    parent folder must be, or a folder this user cannot write in. Leaves nothing behind (a
+    probe file is created and removed; no folder is made)."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} is a file, not a folder; choose another location")

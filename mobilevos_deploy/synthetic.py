@@ -237,7 +237,12 @@ def write_synth_set(out: Path, name: str, kind: str, clips: int, num_frames: int
     check_writable(out, "--out", folder=True)
     names = [name] if clips == 1 else [f"{name}_{i:03d}" for i in range(clips)]
     parts = (Path("JPEGImages") / "480p", Path("Annotations") / "480p")
-    taken = [str(part / n) for n in names for part in parts if (out / part / n).exists()]
+    taken = [str(part / n) for n in names for part in parts
+             if (out / part / n).exists() or (out / part / n).is_symlink()]
+    odd = [t for t in taken if (out / t).is_symlink() or not (out / t).is_dir()]
+    if odd:
+        raise UserError(f"{out / odd[0]} is not a sequence folder (a file or a link); "
+                        "refusing to replace it. Choose another --out or --name.")
     if taken and not replace:
         raise UserError(f"{out} already holds {taken[0]}"
                         f"{f' and {len(taken) - 1} more' if len(taken) > 1 else ''}; "

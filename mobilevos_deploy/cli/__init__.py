@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import signal
 import sys
 import threading
@@ -34,27 +35,41 @@ def _terminate(signum: int, frame: object) -> None:
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
 
 
+def _die_by(signum: int, previous: dict) -> None:
+    """End the process by the signal itself, after the clean-up: a shell loop or a job
+    runner then sees death by signal (Ctrl-C stops a ``for`` loop), as with no handler."""
+    for other, handler in previous.items():
+        if handler is not None:
+            signal.signal(other, handler)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # not reached where the signal is deliverable
+
+
 def user_errors(func: F) -> F:
     """Print a UserError as one paragraph (no traceback) and exit with code 2; SIGTERM,
-    SIGHUP and Ctrl-C clean up like an error and exit 128 + the signal's number (143, 129,
-    130), also without a traceback."""
+    SIGHUP and Ctrl-C clean up like an error, say so without a traceback, and end the
+    process by that signal (a shell reports 143, 129, 130)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         main = threading.current_thread() is threading.main_thread()
-        previous = {s: signal.signal(s, _terminate) for s in HANDLED} if main else {}
+        # a signal ignored on purpose stays ignored (nohup mvos-train ... & must survive a
+        # closed terminal)
+        previous = {s: signal.signal(s, _terminate) for s in HANDLED
+                    if signal.getsignal(s) is not signal.SIG_IGN} if main else {}
         try:
             return func(*args, **kwargs)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except Terminated as exc:
-            name = signal.Signals(exc.signum).name
-            click.echo(f"terminated ({name}); partial outputs were removed", err=True)
-            sys.exit(128 + exc.signum)
-        except KeyboardInterrupt:
-            click.echo("interrupted; partial outputs were removed", err=True)
-            sys.exit(128 + signal.SIGINT)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+            click.echo(f"stopped by {signal.Signals(signum).name}; unfinished outputs were "
+                       "removed", err=True)
+            _die_by(signum, previous)
         finally:
             for signum, handler in previous.items():
                 if handler is not None:

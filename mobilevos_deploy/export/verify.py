@@ -78,11 +78,12 @@ def manifest_problems(manifest: object) -> list[str]:
         problems.append(f"'feeds' is not the step graph's {NEXT}* → state mapping")
     needed = {f for p in manifest["precisions"] for b in ("onnx", "tflite")
               for f in graph_files(b, p)}
-    for name in sorted(needed):
-        entry = manifest["files"].get(name)
+    for name in sorted(needed - set(manifest["files"])):
+        problems.append(f"no sha256 and byte count for {name}")
+    for name, entry in manifest["files"].items():
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
                 and type(entry.get("bytes")) is int):
-            problems.append(f"no sha256 and byte count for {name}")
+            problems.append(f"the files entry {name!r} is not a sha256 and a byte count")
     ckpt = manifest["checkpoint"]
     if ckpt is not None and not (isinstance(ckpt.get("path"), str)
                                  and isinstance(ckpt.get("sha256"), str)):
@@ -105,7 +106,8 @@ def read_manifest(folder: Path) -> dict:
     problems = manifest_problems(manifest)
     if problems:
         raise UserError(f"{path} is not a valid export manifest: {'; '.join(problems[:4])}. "
-                        f"Was it edited? {_again(folder).capitalize()}.")
+                        "Was it edited, or made by an older version? "
+                        f"{_again(folder).capitalize()}.")
     return manifest
 
 
@@ -142,8 +144,12 @@ def read_export(folder: Path, names: Iterable[str]) -> dict:
 
 
 def foreign_entries(folder: Path) -> list[str]:
-    """What in ``folder`` an export of ours did not put there (all of it when the manifest
-    is not a valid one of ours); empty for an export folder or an empty folder."""
+    """What in ``folder`` an export of ours did not put there (all of it when it has no
+    manifest of ours); empty for an export folder or an empty folder.
+
+    Ownership is judged loosely: a manifest of our schema with a files table. An export
+    made by an older version (no graph revision, other graphs) is still ours to replace,
+    though it is not valid to run or reuse."""
     entries = sorted(p.name for p in folder.iterdir())
     if not entries:
         return []
@@ -151,7 +157,8 @@ def foreign_entries(folder: Path) -> list[str]:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return entries
-    if manifest_problems(manifest):
+    if not (isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
+            and isinstance(manifest.get("files"), dict)):
         return entries
     ours = {MANIFEST, *manifest["files"]}
     return [e for e in entries if e not in ours or not (folder / e).is_file()]
