@@ -191,13 +191,18 @@ def _check_keys(state: dict, model: Student, variant: str, path: Path) -> None:
         )
 
 
+def non_finite(state: dict) -> list[str]:
+    """The floating-point tensors of a state dict holding NaN or inf, each with its counts."""
+    return [f"{k} ({int(torch.isnan(v).sum())} NaN, {int(torch.isinf(v).sum())} inf)"
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
+
+
 def _check_finite(state: dict, path: Path) -> None:
     """NaN or infinite weights make every runtime emit empty masks with exit 0; refuse them
     here, naming the tensors, for every command that loads a checkpoint (a soup too)."""
-    bad = [f"{k} ({int(torch.isnan(v).sum())} NaN, {int(torch.isinf(v).sum())} inf)"
-           for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and
-           not bool(torch.isfinite(v).all())]
+    bad = non_finite(state)
     if bad:
         raise CheckpointError(f"{path} holds non-finite weights in {len(bad)} tensors: "
                               f"{_listing(bad)}. A diverged training run? Use an earlier "

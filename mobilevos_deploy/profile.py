@@ -103,11 +103,11 @@ def check_memory(cfg: StudentConfig, queue: int, height: int, width: int, what: 
     """A UserError before anything is built when ``what`` cannot fit in this machine."""
     need, have = memory_floor(cfg, queue, height, width, itemsize), available_memory()
     if have is not None and need > have:
+        p, n = affinity_shape(cfg, queue, height, width)
         raise UserError(f"{what} at {height}x{width}, queue {queue} needs at least "
-                        f"{need / 2**30:,.1f} GiB (the affinity alone is "
-                        f"{affinity_shape(cfg, queue, height, width)[0]:,} x "
-                        f"{affinity_shape(cfg, queue, height, width)[1]:,}); this machine has "
-                        f"{have / 2**30:.1f} GiB available. Choose a smaller --size or --queue.")
+                        f"{need / 2**30:,.1f} GiB (the affinity alone is {p:,} x {n:,}); "
+                        f"this machine has {have / 2**30:.1f} GiB available. Choose a smaller "
+                        "--size or --queue.")
 
 
 def format_profile(p: Profile) -> str:

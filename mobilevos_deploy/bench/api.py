@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..export.api import default_folder_name, export_model
 from ..export.graphs import GRAPH_REVISION
 from ..export.manifest import MANIFEST
-from ..export.verify import manifest_problems, read_manifest, verify_files
+from ..export.verify import manifest_problems, verify_files
 from ..files import atomic_path, check_writable, sha256
 from ..proc import child_setup
 from .adb import Adb
@@ -90,11 +90,11 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
     folder = exports / default_folder_name(variant, queue, height, width)
     chosen = student_for(ckpt, variant)
     want_ckpt = chosen.sha256
-    if (folder / MANIFEST).exists() and not manifest_problems(_json(folder / MANIFEST)):
-        m = read_manifest(folder)
-        if reusable(m, variant, queue, size, want_ckpt):
-            verify_files(folder, m, m["files"])  # a changed file is refused, never timed
-            return folder, m
+    m = _json(folder / MANIFEST)  # one read; an unreadable or invalid one is not reused
+    if isinstance(m, dict) and not manifest_problems(m) and reusable(m, variant, queue, size,
+                                                                     want_ckpt):
+        verify_files(folder, m, m["files"])  # a changed file is refused, never timed
+        return folder, m
     result = export_model(chosen.student, variant, queue, height, width, folder,
                           trained=chosen.trained, checkpoint=chosen.checkpoint,
                           checkpoint_sha256=chosen.sha256,

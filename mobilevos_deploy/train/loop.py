@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, non_finite, save_checkpoint
 from ..config import get_variant
 from ..errors import UserError
 from ..files import atomic_path, check_writable
@@ -281,9 +281,7 @@ class _Run:
             if stored.get(key) != self.s.as_json()[key]:
                 raise UserError(f"{path} was trained with {key} = {stored.get(key)}, not "
                                 f"{self.s.as_json()[key]}; resume with the same settings")
-        bad = [k for k, v in payload["network"].items()
-               if isinstance(v, torch.Tensor) and v.is_floating_point()
-               and not bool(torch.isfinite(v).all())]
+        bad = non_finite(payload["network"])
         if bad:
             raise UserError(f"{path} holds non-finite weights ({', '.join(bad[:3])}){fresh}")
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import LoadedCheckpoint, load_checkpoint, non_finite, save_checkpoint
 from ..errors import UserError
 from ..files import check_writable
 from ..student import build_student
@@ -92,10 +92,10 @@ def greedy_soup(checkpoints: list[Path], val: Path, size: tuple[int, int], out: 
             best = trial
         ingredients.append(Ingredient(loaded[i].path, alone[i], kept, trial))
     mixed = average_state(soup)
-    bad = [k for k, v in mixed.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite(mixed)
     if bad:
-        raise UserError(f"the soup's average overflowed to non-finite values in {bad[:3]}; "
-                        "nothing was written")
+        raise UserError(f"the soup's average overflowed to non-finite values in "
+                        f"{', '.join(bad[:3])}; nothing was written")
     model.load_state_dict(mixed, strict=True)
     try:
         save_checkpoint(out, model, variant)
