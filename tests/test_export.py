@@ -1,7 +1,12 @@
-"""mvos-export on CPU TFLite: every variant at 64x96 for queues 1, 2 and 5, both precisions.
+"""mvos-export on CPU TFLite: every variant at 64x96 for queues 1 and 2, the default
+variant also at queue 5, both precisions.
 
 Each (variant, queue) is exported once per session (real onnx2tf + TensorFlow conversion,
-real ONNX Runtime and LiteRT), and the tests read what that export wrote.
+real ONNX Runtime and LiteRT), and the tests read what that export wrote. Queue 5 runs for
+one variant only (each export costs 30-45 s of the suite): the queue's logic is the same
+code for every variant; the padding that keeps the read-out's axes distinct is computed
+from each export's own sizes, and the case where they coincide is exported and gated in
+tests/test_export_gates.py.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
 from .conftest import TRAINED, VARIANTS
 
-QUEUES = (1, 2, 5)
-# the seeded students at three queues, and the shipped trained student at the default one
-CASES = [(v, q) for v in VARIANTS for q in QUEUES] + [(TRAINED, 2)]
+QUEUES = (1, 2)
+# the seeded students at queues 1 and 2 (the default one also at 5), and the shipped
+# trained student at the default queue
+CASES = [(v, q) for v in VARIANTS for q in QUEUES] + [(NOASPP, 5), (TRAINED, 2)]
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)
@@ -155,7 +161,7 @@ def test_rerun_replaces_the_folder_whole(students, tmp_path):
     name, student = "mobilenetv2-noaspp", students["mobilenetv2-noaspp"]
     folder = tmp_path / "out"
     first = export_model(student, name, 1, HEIGHT, WIDTH, folder, trained=False,
-                         precisions=["fp32", "fp16"])
+                         precisions=["fp32"])
     # the older export's fp32 files go with it (a user's file would be refused instead:
     # test_hostile.py)
     second = export_model(student, name, 1, HEIGHT, WIDTH, folder, trained=False,

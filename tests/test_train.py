@@ -219,7 +219,7 @@ def test_resume_takes_this_calls_learning_rate(dataset, tmp_path):
     (["--data", "{train}", "--teacher", "{missing}"], "teacher checkpoint not found"),
     (["--data", "{train}", "--loss", "ce", "--static-iters", "5"], "--static"),
     (["--data", "{train}", "--loss", "ce+logit"], "--teacher"),
-    (["--data", "{train}", "--teacher", "{student}"], "not a teacher checkpoint"),
+    (["--data", "{train}", "--teacher", "{student}"], "neither a teacher checkpoint"),
     (["--data", "{missing}", "--loss", "ce"], "JPEGImages"),
     (["--data", "{train}", "--loss", "ce", "--val-every", "2"], "--val"),
     (["--data", "{train}", "--loss", "ce", "--resume"], "--resume"),

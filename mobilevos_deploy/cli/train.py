@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import variant_names
+from ..train.distributed import DEVICES
 from ..train.loop import BATCHNORM_MODES, SCHEDULES, TEACHER, TrainSettings, train
 from ..train.losses import LossConfig
 from . import FiniteFloat, parse_size, user_errors
@@ -25,13 +26,27 @@ def default_omega(model: str) -> float:
               help="Student variant, or 'teacher' (infinite memory, cross-entropy only).")
 @click.option("--out", type=PATHS, required=True, help="Run folder (checkpoints, log).")
 @click.option("--data", type=PATHS, multiple=True, help="DAVIS / YouTube-VOS root; repeatable.")
+@click.option("--data-repeat", "data_repeats", type=click.IntRange(1), multiple=True,
+              help="Sampling weight of each --data root's sequences, one per root in order "
+              "(STCN's main stage: 5 for DAVIS beside 1 for YouTube-VOS) [1 each].")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Data-loading worker processes per training process.")
+@click.option("--backbone-weights", type=PATHS, multiple=True,
+              help="torchvision ImageNet state_dict (resnet18-f37072fd.pth, mobilenet_v2-"
+              "b0353104.pth / -7ebf99e0.pth) for the trunks of its architecture; repeatable.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="cuda: the GPU of this process's LOCAL_RANK (torchrun), NCCL between ranks.")
+@click.option("--amp/--no-amp", default=None,
+              help="Mixed precision (bf16, or fp16 with loss scaling) [on for cuda].")
 @click.option("--static", type=PATHS, multiple=True,
               help="Still images (images/ + masks/) made into deformed clips; repeatable.")
 @click.option("--static-iters", type=click.IntRange(0), default=0, show_default=True,
               help="Iterations on --static before --data (with both).")
-@click.option("--iters", type=click.IntRange(1), required=True, help="Total iterations.")
+@click.option("--iters", type=click.IntRange(0), required=True,
+              help="Total iterations; 0 writes the initial weights as last.pt and stops.")
 @click.option("--size", default="384x384", show_default=True, help="Crop HEIGHTxWIDTH.")
-@click.option("--batch", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=4, show_default=True,
+              help="Clips per process (under torchrun: per rank).")
 @click.option("--frames", type=click.IntRange(2), default=5, show_default=True)
 @click.option("--queue", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--max-skip", type=click.IntRange(1), default=3, show_default=True,
@@ -57,7 +72,9 @@ def default_omega(model: str) -> float:
 @click.option("--radius", type=click.IntRange(0), default=1, show_default=True,
               help="Boundary dilation in stride-4 cells.")
 @click.option("--max-samples", type=click.IntRange(2), default=1024, show_default=True)
-@click.option("--teacher", type=PATHS, default=None, help="Teacher checkpoint.")
+@click.option("--teacher", type=PATHS, default=None,
+              help="Teacher: a `mvos-train --model teacher` checkpoint, or the released "
+              "STCN checkpoint (stcn.pth).")
 @click.option("--teacher-mem-every", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--init", type=PATHS, default=None, help="Start from these weights.")
 @click.option("--val", type=PATHS, default=None, help="Held-out DAVIS-layout clips.")
@@ -69,7 +86,9 @@ def default_omega(model: str) -> float:
 @click.option("--resume", is_flag=True, help="Continue the run in --out.")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def main(model: str, out: Path, data: tuple[Path, ...], static: tuple[Path, ...],
+def main(model: str, out: Path, data: tuple[Path, ...], data_repeats: tuple[int, ...],
+         workers: int, backbone_weights: tuple[Path, ...], device: str, amp: bool | None,
+         static: tuple[Path, ...],
          static_iters: int, iters: int, size: str, batch: int, frames: int, queue: int,
          max_skip: int, min_crop: float, lr: float, weight_decay: float, schedule: str,
          batchnorm: str,
@@ -88,7 +107,11 @@ def main(model: str, out: Path, data: tuple[Path, ...], static: tuple[Path, ...]
         weight_decay=weight_decay, loss=loss, teacher=teacher,
         teacher_mem_every=teacher_mem_every, init=init, val=val, val_every=val_every,
         val_size=parse_size(val_size) if val_size else None,
-        save_every=save_every, seed=seed, batchnorm=batchnorm, schedule=schedule)
+        save_every=save_every, seed=seed, batchnorm=batchnorm, schedule=schedule,
+        data_repeats=data_repeats, workers=workers, backbone_weights=backbone_weights,
+        device=device, amp=amp)
     result = train(settings, resume=resume, progress=progress, echo=click.echo)
+    if result.rank != 0:
+        return
     click.echo(f"{result.iterations} iterations in {result.seconds:.0f} s; weights: "
                f"{result.last}" + (f", best validation: {result.best}" if result.best else ""))

@@ -10,6 +10,11 @@ Video datasets are in the DAVIS layout (``JPEGImages/480p/<seq>/*.jpg`` with
 ``Annotations/480p/<seq>/*.png``) or the YouTube-VOS one (no ``480p`` level; only every
 5th frame annotated: only frames with an annotation are sampled). Static image sets are a
 folder with ``images/`` and ``masks/`` (same file stems; any non-zero mask pixel is object).
+
+Sampling is keyed, not streamed: the clips of iteration ``i`` come from seeds derived
+from (run seed, ``i``) alone (:func:`clip_keys`), so a batch is the same whether one
+process draws it or N processes each draw their share (torchrun), with or without
+loader workers, and a resumed run draws what the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -48,21 +53,47 @@ def _level(root: Path, kind: str) -> Path:
     return folder / "480p" if (folder / "480p").is_dir() else folder
 
 
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def find_sequences(root: Path) -> list[VideoSequence]:
-    """Every sequence of a DAVIS / YouTube-VOS root with at least one annotated frame."""
+    """Every sequence of a DAVIS / YouTube-VOS root, each with its annotated frames.
+
+    Frames without an annotation are normal (YouTube-VOS annotates every 5th frame) and
+    are not sampled; a sequence whose frames have no annotation at all, an annotation
+    folder without frames, or an annotation without its frame is a broken root: a
+    UserError names the sequences (a half-extracted archive must not silently shrink
+    the training set)."""
     root = Path(root)
     images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
     if not images.is_dir() or not annotations.is_dir():
         raise UserError(f"{root}: expected JPEGImages/ and Annotations/ (DAVIS or YouTube-VOS "
                         "layout); for still images use --static with images/ and masks/")
-    found = []
-    for seq in sorted(d for d in images.iterdir() if d.is_dir()):
-        masks = {p.stem: p for p in (annotations / seq.name).glob("*.png")}
-        frames = sorted(p for p in seq.iterdir()
-                        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in masks)
-        if frames:
-            found.append(VideoSequence(seq.name, tuple(frames),
-                                       tuple(masks[p.stem] for p in frames)))
+    image_dirs = {d.name: d for d in images.iterdir() if d.is_dir()}
+    mask_dirs = {d.name for d in annotations.iterdir() if d.is_dir()}
+    found, unannotated, orphan_masks = [], [], []
+    for name in sorted(image_dirs):
+        masks = {p.stem: p for p in (annotations / name).glob("*.png")}
+        stems = {p.stem: p for p in image_dirs[name].iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES}
+        frames = sorted(p for stem, p in stems.items() if stem in masks)
+        if not frames:
+            unannotated.append(name)
+            continue
+        orphan_masks += [f"{name}/{m}.png" for m in sorted(set(masks) - set(stems))]
+        found.append(VideoSequence(name, tuple(frames), tuple(masks[p.stem] for p in frames)))
+    no_frames = sorted(mask_dirs - set(image_dirs))
+    fix = ("; re-extract the dataset, or move the incomplete sequences out of the root")
+    if unannotated:
+        raise UserError(f"{root}: {len(unannotated)} sequence(s) in {images.name}/ have no "
+                        f"annotated frame in {annotations.name}/ ({_some(unannotated)}){fix}")
+    if no_frames:
+        raise UserError(f"{root}: {len(no_frames)} annotation folder(s) have no frames in "
+                        f"JPEGImages/ ({_some(no_frames)}){fix}")
+    if orphan_masks:
+        raise UserError(f"{root}: {len(orphan_masks)} annotation(s) have no frame of the same "
+                        f"name ({_some(orphan_masks)}){fix}")
     if not found:
         raise UserError(f"{root}: no sequence has frames with matching annotations")
     return found
@@ -96,15 +127,27 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
 class VideoClips:
     """Random T-frame clips: increasing frame indices spread over at most
     (T-1) * ``max_skip`` + 1 frames, one random crop (``min_crop``-1 of the frame's height)
-    and flip for the whole clip, one target object present in frame 0."""
+    and flip for the whole clip, one target object present in frame 0.
+
+    ``repeats`` (one per root, default 1) mixes datasets as STCN's main stage does by
+    repeating DAVIS 5 times beside YouTube-VOS: a sequence of root r is drawn with weight
+    ``repeats[r]``, so root r supplies repeats[r] * len(r) / sum(repeats * len) of the clips.
+    """
 
     def __init__(self, roots: list[Path], size: tuple[int, int], frames: int = 5,
-                 max_skip: int = 3, min_crop: float = 0.5) -> None:
-        self.sequences = [s for root in roots for s in find_sequences(root)]
-        self.sequences = [s for s in self.sequences if len(s.frames) >= frames]
-        if not self.sequences:
+                 max_skip: int = 3, min_crop: float = 0.5,
+                 repeats: list[int] | None = None) -> None:
+        repeats = list(repeats) if repeats else [1] * len(roots)
+        if len(repeats) != len(roots) or any(r < 1 for r in repeats):
+            raise UserError(f"give one positive repeat per data root ({len(roots)} root(s)), "
+                            f"not {repeats}")
+        weighted = [(s, r) for root, r in zip(roots, repeats, strict=True)
+                    for s in find_sequences(root) if len(s.frames) >= frames]
+        if not weighted:
             raise UserError(f"no sequence has {frames} annotated frames; lower --frames or "
                             "add data")
+        self.sequences = [s for s, _ in weighted]
+        self.weights = torch.tensor([float(r) for _, r in weighted])
         self.size, self.frames, self.max_skip = size, frames, max_skip
         self.min_crop = min_crop
 
@@ -116,7 +159,7 @@ class VideoClips:
 
     def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(20):
-            seq = self.sequences[int(torch.randint(len(self.sequences), (1,), generator=gen))]
+            seq = self.sequences[int(torch.multinomial(self.weights, 1, generator=gen))]
             idx = self._indices(len(seq.frames), gen)
             ids = [read_mask(seq.masks[i]) for i in idx]
             objects = [k for k in np.unique(ids[0]) if k not in (0, 255)]
@@ -208,8 +251,37 @@ def deform(image: torch.Tensor, gen: torch.Generator, rotate: float = 20.0,
                          align_corners=False)
 
 
-def make_batch(sources: list, count: int, gen: torch.Generator) -> ClipBatch:
-    """``count`` clips, each from a source picked at random."""
-    clips = [sources[int(torch.randint(len(sources), (1,), generator=gen))].sample(gen)
-             for _ in range(count)]
+def clip_keys(seed: int, iteration: int, count: int) -> list[int]:
+    """The ``count`` clip seeds of iteration ``iteration`` (0-based) of a run seeded ``seed``:
+    a function of the three numbers only (numpy's SeedSequence mixes them)."""
+    state = np.random.SeedSequence([seed, iteration]).generate_state(count, dtype=np.uint64)
+    return [int(x) >> 1 for x in state]  # torch seeds are < 2**64; keep them positive
+
+
+def sample_clip(source, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip of ``source`` (VideoClips / StaticClips) that seed ``key`` draws."""
+    return source.sample(torch.Generator().manual_seed(key))
+
+
+class ClipSet(torch.utils.data.Dataset):
+    """Map-style view for torch's DataLoader: item (stage, key) → one clip, where stage
+    indexes ``sources`` (still images, videos); keys come from :func:`clip_keys`."""
+
+    def __init__(self, sources: list) -> None:
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return 2**31 - 1  # keyed by seed: the batch sampler names the items
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        stage, key = item
+        return sample_clip(self.sources[stage], key)
+
+
+def collate(clips: list[tuple[torch.Tensor, torch.Tensor]]) -> ClipBatch:
     return ClipBatch(torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips]))
+
+
+def make_batch(source, keys: list[int]) -> ClipBatch:
+    """The clips of ``keys`` from one source, in this process."""
+    return collate([sample_clip(source, k) for k in keys])

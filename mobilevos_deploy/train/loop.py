@@ -10,6 +10,11 @@ BatchNorm is no normalisation at all; ``batchnorm="train"`` trains it (batch sta
 running averages for inference, learned affine), which is what makes a student learn from
 scratch here.
 
+Under torchrun (:mod:`.distributed`) every rank runs this loop on its share of each
+batch (``batch`` clips per rank, ``batch`` x ranks in all: the same clips a single process
+with that global batch draws, see :func:`.data.clip_keys`), DistributedDataParallel
+averages the gradients, and rank 0 alone writes checkpoints, the log and validates.
+
 Files in ``out``:
   last.pt, ckpt_NNNNNN.pt, best.pt   weights (student checkpoints load in mvos-export)
   train_state.pt                     everything --resume needs
@@ -18,24 +23,32 @@ Files in ``out``:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from ..checkpoint import load_checkpoint, non_finite, save_checkpoint
 from ..config import get_variant
 from ..errors import UserError
 from ..files import atomic_path, check_writable
 from ..memory import initial_state, push
-from ..student import Student, build_student
-from .data import StaticClips, VideoClips, make_batch
+from ..student import Student, _centre_logits, build_student
+from . import distributed
+from .data import ClipBatch, ClipSet, StaticClips, VideoClips, clip_keys, collate
 from .losses import LossConfig, mobilevos_loss
+from .pretrained import BackboneReport, load_backbone_weights
 from .teacher import Teacher, TeacherConfig, build_teacher, load_teacher, save_teacher
 from .validate import Score, check_val_root, validate
 
@@ -50,6 +63,7 @@ class TrainSettings:
     out: Path
     iters: int
     data: tuple[Path, ...] = ()  # DAVIS / YouTube-VOS roots
+    data_repeats: tuple[int, ...] = ()  # one per root (STCN: DAVIS x5 beside YouTube-VOS)
     static: tuple[Path, ...] = ()  # still-image sets (images/, masks/)
     static_iters: int = 0  # iterations on the static sets before the videos
     size: tuple[int, int] = (384, 384)
@@ -71,6 +85,10 @@ class TrainSettings:
     seed: int = 0
     batchnorm: str = "frozen"  # or "train"
     schedule: str = "constant"  # or "cosine": lr decays to 0 at ``iters``
+    backbone_weights: tuple[Path, ...] = ()  # torchvision ImageNet state_dicts
+    device: str = "cpu"  # or "cuda" (this rank's LOCAL_RANK GPU)
+    amp: bool | None = None  # mixed precision; None: on for cuda, off for cpu
+    workers: int = 0  # DataLoader worker processes per rank (0: load in the loop)
 
     def as_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -85,6 +103,8 @@ class TrainResult:
     iterations: int
     best_score: Score | None
     seconds: float
+    rank: int = 0  # under torchrun: this process's rank (rank 0 wrote the files)
+    backbones: list[str] = field(default_factory=list)  # what --backbone-weights did
 
 
 def student_clip(student: Student, embedding: nn.Module | None, frames: torch.Tensor,
@@ -106,6 +126,52 @@ def student_clip(student: Student, embedding: nn.Module | None, frames: torch.Te
             value = student.encode_value(torch.sigmoid(logit), enc.f16)
             state = push(state, enc.key, value, queue)
     return embeddings, logits
+
+
+class ClipModel(nn.Module):
+    """What DistributedDataParallel wraps: the trained network (and the student's extra
+    embedding) over one clip, so every trained parameter is reached in one forward."""
+
+    def __init__(self, network: nn.Module, embedding: nn.Module | None, queue: int) -> None:
+        super().__init__()
+        self.network = network
+        self.embedding = embedding
+        self.queue = queue
+
+    def forward(self, frames: torch.Tensor, first_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames: B x T x 3 x H x W, first_mask: B x 1 x H x W → embeddings
+        (T-1)B x D x H/4 x W/4 and logits (T-1)B x 1 x H x W, frame-major."""
+        if isinstance(self.network, Teacher):
+            outs = self.network.clip(frames, first_mask)
+            return torch.cat([o.features for o in outs]), torch.cat([o.logits for o in outs])
+        embeddings, logits = student_clip(self.network, self.embedding, frames, first_mask,
+                                          self.queue)
+        return torch.cat(embeddings), torch.cat(logits)
+
+
+def loss_generator(seed: int, iteration: int, rank: int) -> torch.Generator:
+    """The generator of the loss's random pixel draws of one rank at one iteration."""
+    state = np.random.SeedSequence([seed, iteration, 1 + rank]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]) >> 1)
+
+
+class BatchKeys:
+    """Batch sampler of one rank: per iteration from ``start``, the (stage, clip seed)
+    items of its share; stage 0 is the still images, 1 the videos."""
+
+    def __init__(self, s: TrainSettings, start: int, rank: int, world: int) -> None:
+        self.s, self.start, self.rank, self.world = s, start, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.s.iters - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        s, b = self.s, self.s.batch
+        for it in range(self.start, s.iters):
+            stage = 0 if s.static and (not s.data or it < s.static_iters) else 1
+            keys = clip_keys(s.seed, it, b * self.world)[self.rank * b:(self.rank + 1) * b]
+            yield [(stage, k) for k in keys]
 
 
 BATCHNORM_MODES = ("frozen", "train")
@@ -146,27 +212,47 @@ def learning_rate(s: TrainSettings, iteration: int) -> float:
 
 
 class _Run:
-    """The networks, optimiser and sampling state of one training run."""
+    """The networks, optimiser and sampling state of one training run (one rank)."""
 
-    def __init__(self, s: TrainSettings) -> None:
-        self.s = s
+    def __init__(self, s: TrainSettings, ctx: distributed.Context | None = None) -> None:
+        ctx = ctx or distributed.Context(0, 1, torch.device(s.device))
+        self.s, self.ctx = s, ctx
         self.is_teacher = s.model == TEACHER
         self.variant = None if self.is_teacher else get_variant(s.model).name
         if s.batchnorm not in BATCHNORM_MODES or s.schedule not in SCHEDULES:
             raise UserError(f"batchnorm must be one of {BATCHNORM_MODES} and schedule one of "
                             f"{SCHEDULES}, not {s.batchnorm!r} / {s.schedule!r}")
+        self.backbones: BackboneReport | None = None
         self.network, self.embedding, self.teacher = self._networks()
+        self.model = ClipModel(self.network, self.embedding, s.queue).to(ctx.device)
+        if self.teacher is not None:
+            self.teacher.to(ctx.device)
         self.set_modes()
-        params = [p for p in self.network.parameters() if p.requires_grad]
-        if self.embedding is not None:
-            params += list(self.embedding.parameters())
+        params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-        self.gen = torch.Generator().manual_seed(s.seed)
+        self.trainer: nn.Module = self.model
+        if ctx.world > 1:  # after freezing: DDP syncs the parameters that train
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.trainer = DistributedDataParallel(self.model, device_ids=ids)
+        self.amp = self._precision()
+        self.scaler = torch.amp.GradScaler(ctx.device.type,
+                                           enabled=self.amp == torch.float16)
         self.iteration = 0
         self.best: tuple[float, int] | None = None  # (J&F, iteration)
-        self.videos = (VideoClips(list(s.data), s.size, s.frames, s.max_skip, s.min_crop)
-                       if s.data else None)
-        self.stills = StaticClips(list(s.static), s.size, s.frames) if s.static else None
+        videos = (VideoClips(list(s.data), s.size, s.frames, s.max_skip, s.min_crop,
+                             list(s.data_repeats) or None) if s.data and s.iters else None)
+        stills = StaticClips(list(s.static), s.size, s.frames) if s.static and s.iters else None
+        self.clips = ClipSet([stills, videos])
+
+    def _precision(self) -> torch.dtype | None:
+        """Autocast dtype: bf16 where the device has it, fp16 (with loss scaling) on older
+        GPUs; None for fp32. On by default on CUDA only."""
+        use = self.s.amp if self.s.amp is not None else self.ctx.device.type == "cuda"
+        if not use:
+            return None
+        if self.ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
 
     def set_modes(self) -> None:
         """Training mode, BatchNorm frozen unless ``batchnorm="train"`` (again after each
@@ -178,74 +264,104 @@ class _Run:
     def _networks(self) -> tuple[nn.Module, nn.Module | None, Teacher | None]:
         s = self.s
         if self.is_teacher:  # trained with the memory it will distil with
+            if s.backbone_weights:
+                raise UserError("--backbone-weights initialises student trunks; the teacher "
+                                "trains from random weights (or distil from the released STCN "
+                                "with --teacher stcn.pth)")
             if s.init is not None:
                 return load_teacher(s.init, s.teacher_mem_every), None, None
             return build_teacher(TeacherConfig(), s.seed, s.teacher_mem_every), None, None
         if s.init is not None:
+            if s.backbone_weights:
+                raise UserError("--init and --backbone-weights both set the weights; give one")
             loaded = load_checkpoint(s.init, self.variant)
             student = loaded.student
+        elif s.backbone_weights:
+            student = build_student(get_variant(self.variant).config, seed=s.seed, centre=False)
+            sharpen_keys(student, s.seed)
+            self.backbones = load_backbone_weights(student, list(s.backbone_weights), s.seed)
+            _centre_logits(student)  # the mask bias, for the trunks it now has
         else:
             student = build_student(get_variant(self.variant).config, seed=s.seed)
             sharpen_keys(student, s.seed)
         teacher = None
-        if s.loss.needs_teacher:
+        if s.loss.needs_teacher and s.iters:
             if s.teacher is None:
                 raise UserError("logit distillation and the representation loss with omega > 0 "
-                                "need --teacher (train one with --model teacher), or use "
-                                "--loss ce / --omega 0")
+                                "need --teacher (train one with --model teacher, or give the "
+                                "released STCN checkpoint), or use --loss ce / --omega 0")
             teacher = load_teacher(s.teacher, s.teacher_mem_every)
             for p in teacher.parameters():
                 p.requires_grad_(False)
         embedding = None
         if s.loss.repr:
             width = student.config.decoder_dims[2]
-            dim = teacher.config.feature_dim if teacher is not None else width
+            dim = teacher.feature_dim if teacher is not None else width
             with torch.random.fork_rng():
                 torch.manual_seed(s.seed)
                 embedding = nn.Conv2d(width, dim, 1)  # the extra linear embedding
         return student, embedding, teacher
 
-    def batch(self):
-        s = self.s
-        stage_static = self.stills is not None and (self.videos is None
-                                                    or self.iteration < s.static_iters)
-        source = self.stills if stage_static else self.videos
-        return make_batch([source], s.batch, self.gen)
+    def batches(self) -> Iterator[ClipBatch]:
+        """This rank's batches from the current iteration to the end."""
+        keys = BatchKeys(self.s, self.iteration, self.ctx.rank, self.ctx.world)
+        if self.s.workers == 0:
+            for items in keys:
+                yield collate([self.clips[item] for item in items])
+            return
+        yield from DataLoader(self.clips, batch_sampler=keys, num_workers=self.s.workers,
+                              collate_fn=collate, pin_memory=self.ctx.device.type == "cuda")
 
-    def step(self) -> dict[str, float]:
-        s = self.s
-        clips = self.batch()
-        first = clips.masks[:, :1]
-        targets = clips.masks[:, 1:].transpose(0, 1).flatten(0, 1)  # (T-1)B x H x W
-        if self.is_teacher:
-            outs = self.network.clip(clips.frames, first)
-            embeddings = [o.features for o in outs]
-            logits = [o.logits for o in outs]
-            loss_cfg = dataclasses.replace(s.loss, logit=False, repr=False)
-        else:
-            embeddings, logits = student_clip(self.network, self.embedding, clips.frames,
-                                              first, s.queue)
-            loss_cfg = s.loss
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.amp)
+
+    def step(self, clips: ClipBatch | None = None) -> dict[str, float]:
+        """One optimiser step on ``clips`` (default: this iteration's batch)."""
+        s, dev = self.s, self.ctx.device
+        if clips is None:
+            clips = next(iter(self.batches()))
+        frames = clips.frames.to(dev, non_blocking=True)
+        masks = clips.masks.to(dev, non_blocking=True)
+        first = masks[:, :1]
+        targets = masks[:, 1:].transpose(0, 1).flatten(0, 1)  # (T-1)B x H x W
         teacher_logits = teacher_features = None
-        if self.teacher is not None:
-            with torch.no_grad():
-                outs = self.teacher.clip(clips.frames, first)
-            teacher_logits = torch.cat([o.logits for o in outs])
-            teacher_features = torch.cat([o.features for o in outs])
-        terms = mobilevos_loss(loss_cfg, targets, torch.cat(logits), torch.cat(embeddings),
-                               teacher_logits, teacher_features, self.gen)
-        if not torch.isfinite(terms.total):
+        with self.autocast():
+            embeddings, logits = self.trainer(frames, first)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    outs = self.teacher.clip(frames, first)
+                teacher_logits = torch.cat([o.logits for o in outs]).float()
+                teacher_features = torch.cat([o.features for o in outs]).float()
+        loss_cfg = dataclasses.replace(s.loss, logit=False, repr=False) if self.is_teacher \
+            else s.loss
+        terms = mobilevos_loss(loss_cfg, targets, logits.float(), embeddings.float(),
+                               teacher_logits, teacher_features,
+                               loss_generator(s.seed, self.iteration, self.ctx.rank))
+        values = self.ctx.mean(terms.as_dict())  # every rank sees a NaN of any rank
+        if not all(math.isfinite(v) for v in values.values()):
             saved = sorted(s.out.glob("ckpt_*.pt"))
             raise UserError(f"iteration {self.iteration + 1}: the loss is not finite "
-                            f"({terms.as_dict()}): the run diverged. Lower --lr; the last "
+                            f"({values}): the run diverged. Lower --lr; the last "
                             f"good weights are {saved[-1] if saved else 'not saved yet'}")
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(s, self.iteration)
         self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.optimizer.step()
+        self.scaler.scale(terms.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.iteration += 1
-        return terms.as_dict()
+        return values
+
+    def validate(self) -> Score:
+        """Validation J&F of the network as it is now (rank 0; on the CPU)."""
+        s = self.s
+        network = self.network if self.ctx.device.type == "cpu" else \
+            copy.deepcopy(self.network).cpu()
+        score = validate(network, s.val, s.val_size or s.size, s.queue)
+        self.set_modes()
+        return score
 
     # -- files ---------------------------------------------------------------------------
     def save_weights(self, path: Path) -> Path:
@@ -258,7 +374,7 @@ class _Run:
             "settings": self.s.as_json(), "iteration": self.iteration,
             "network": self.network.state_dict(),
             "embedding": None if self.embedding is None else self.embedding.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "best": list(self.best) if self.best else None,
         }
         with atomic_path(self.s.out / STATE) as tmp:
@@ -272,7 +388,7 @@ class _Run:
             raise UserError(f"{path}: cannot resume from it ({str(exc)[:200]}); start a "
                             "fresh run in another --out") from None
         fresh = "; start a fresh run in another --out (its ckpt_*.pt can be its --init)"
-        keys = {"settings", "network", "optimizer", "generator", "iteration", "best"}
+        keys = {"settings", "network", "optimizer", "iteration", "best"}
         if not isinstance(payload, dict) or keys - set(payload):
             missing = sorted(keys - set(payload)) if isinstance(payload, dict) else "all"
             raise UserError(f"{path} is not a training state (missing {missing}){fresh}")
@@ -285,11 +401,13 @@ class _Run:
         if bad:
             raise UserError(f"{path} holds non-finite weights ({', '.join(bad[:3])}){fresh}")
         try:
-            self.network.load_state_dict(payload["network"])
+            self.network.load_state_dict({k: v.to(self.ctx.device)
+                                          for k, v in payload["network"].items()})
             if self.embedding is not None:
                 self.embedding.load_state_dict(payload["embedding"])
             self.optimizer.load_state_dict(payload["optimizer"])
-            self.gen.set_state(payload["generator"])
+            if payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             raise UserError(f"{path} does not fit this run ({str(exc)[:200]}){fresh}") from None
         for group in self.optimizer.param_groups:  # --lr / --weight-decay of this call
@@ -325,42 +443,71 @@ def _trim_log(path: Path, iteration: int) -> None:
 
 def train(s: TrainSettings, resume: bool = False, progress: bool = True,
           echo=print) -> TrainResult:
-    """Runs to ``s.iters`` iterations in all (a resumed run continues its count)."""
+    """Runs to ``s.iters`` iterations in all (a resumed run continues its count); one
+    rank of a torchrun job when started by torchrun. ``iters=0`` writes the initial
+    weights (e.g. ImageNet trunks) as last.pt and stops."""
+    ctx = distributed.start(s.device)
+    try:
+        return _train(s, ctx, resume, progress, echo if ctx.main else (lambda *_: None))
+    finally:
+        distributed.stop(ctx)
+
+
+def _train(s: TrainSettings, ctx: distributed.Context, resume: bool, progress: bool,
+           echo) -> TrainResult:
     from tqdm import tqdm
 
-    if not s.data and not s.static:
+    if s.iters and not s.data and not s.static:
         raise UserError("no training data: give --data (DAVIS / YouTube-VOS layout) and/or "
                         "--static (images/ + masks/)")
+    if s.data_repeats and len(s.data_repeats) != len(s.data):
+        raise UserError(f"--data-repeat: give one per --data root ({len(s.data)}), in the "
+                        f"same order, not {len(s.data_repeats)}")
     if s.val_every and s.val is None:
         raise UserError("--val-every needs --val (a DAVIS-layout folder of held-out clips)")
     if s.val is not None:
         check_val_root(s.val)
     if s.static_iters and not s.static:
         raise UserError("--static-iters needs --static (images/ + masks/)")
+    if s.workers and not s.iters:
+        raise UserError("--workers loads training clips; --iters 0 loads none")
     _check_out(s.out, resume)
-    run = _Run(s)
-    s.out.mkdir(parents=True, exist_ok=True)
+    run = _Run(s, ctx)
+    report = run.backbones.lines() if run.backbones else []
+    for line in report:
+        echo(line)
+    ctx.barrier()  # every rank has checked --out before rank 0 writes into it
+    if ctx.main:
+        s.out.mkdir(parents=True, exist_ok=True)
     if resume:
         run.load_state()
-        _trim_log(s.out / LOG, run.iteration)
+        if ctx.main:
+            _trim_log(s.out / LOG, run.iteration)
         echo(f"resumed {s.out} at iteration {run.iteration}")
     start = time.perf_counter()
-    bar = tqdm(total=s.iters, initial=run.iteration, disable=not progress, unit="it",
-               dynamic_ncols=True)
-    with open(s.out / LOG, "a") as log:
-        while run.iteration < s.iters:
+    if s.iters == 0:
+        if ctx.main:
+            run.save_weights(s.out / "last.pt")
+        echo(f"--iters 0: the initial weights are in {s.out / 'last.pt'}")
+        return TrainResult(s.out, s.out / "last.pt", None, 0, None,
+                           time.perf_counter() - start, ctx.rank, report)
+    bar = tqdm(total=s.iters, initial=run.iteration, disable=not (progress and ctx.main),
+               unit="it", dynamic_ncols=True)
+    with open(s.out / LOG, "a") if ctx.main else contextlib.nullcontext() as log:
+        for clips in run.batches():
             t0 = time.perf_counter()
-            terms = run.step()
+            terms = run.step(clips)
+            at_end = run.iteration == s.iters
+            if not ctx.main:
+                continue  # rank 0 alone logs, validates and saves
             record = {"iter": run.iteration, **terms, "sec": round(time.perf_counter() - t0, 3)}
             log.write(json.dumps(record) + "\n")
             bar.update(1)
             bar.set_postfix({k: f"{terms[k]:.3f}" for k in ("loss", "poly", "logit", "repr")})
-            at_end = run.iteration == s.iters
             if s.val_every and (run.iteration % s.val_every == 0 or at_end):
-                score = validate(run.network, s.val, s.val_size or s.size, s.queue)
+                score = run.validate()
                 log.write(json.dumps({"iter": run.iteration, "val_jf": score.jf,
                                       "val_j": score.j, "val_f": score.f}) + "\n")
-                run.set_modes()
                 bar.write(f"iteration {run.iteration}: validation J&F {score.jf:.4f}")
                 if run.best is None or score.jf > run.best[0]:
                     run.best = (score.jf, run.iteration)
@@ -371,9 +518,10 @@ def train(s: TrainSettings, resume: bool = False, progress: bool = True,
                 run.save_state()
             log.flush()
     bar.close()
+    ctx.barrier()  # the files are written before any rank returns
     best = s.out / "best.pt" if run.best else None
     best_score = None
     if run.best:
         best_score = Score(run.best[0], float("nan"), float("nan"), 0)
     return TrainResult(s.out, s.out / "last.pt", best, run.iteration, best_score,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, ctx.rank, report)

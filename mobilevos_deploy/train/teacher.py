@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from ..errors import CheckpointError
 from ..files import atomic_path
 from ..nn.readout import MemoryReadout
 from ..student import Decoder, KeyEncoder, ValueEncoder, _init_weights
+
+if TYPE_CHECKING:
+    from .stcn import STCNTeacher
 
 KIND = "mobilevos-teacher"
 
@@ -80,6 +83,11 @@ class Teacher(nn.Module):
         self.readout = MemoryReadout(cfg.key_dim)
         self.decoder = Decoder(parts, (c4, c8))
 
+    @property
+    def feature_dim(self) -> int:
+        """Channels of :attr:`TeacherFrame.features`."""
+        return self.config.feature_dim
+
     def encode_value(self, frame: torch.Tensor, prob: torch.Tensor,
                      key_f16: torch.Tensor) -> torch.Tensor:
         # frame: B x 3 x H x W, prob: B x 1 x H x W → B x Cv x h x w
@@ -109,13 +117,19 @@ class Teacher(nn.Module):
         return TeacherFrame(features, logits), TeacherMemory(keys, values, t)
 
     def clip(self, frames: torch.Tensor, first_mask: torch.Tensor) -> list[TeacherFrame]:
-        """frames: B x T x 3 x H x W, first_mask: B x 1 x H x W → T-1 outputs (frames 1..)."""
-        memory = self.start(frames[:, 0], first_mask)
-        out = []
-        for t in range(1, frames.shape[1]):
-            frame_out, memory = self.step(frames[:, t], memory, t < frames.shape[1] - 1)
-            out.append(frame_out)
-        return out
+        return run_clip(self, frames, first_mask)
+
+
+def run_clip(teacher: nn.Module, frames: torch.Tensor,
+             first_mask: torch.Tensor) -> list[TeacherFrame]:
+    """A teacher's ``start``/``step`` over a clip. frames: B x T x 3 x H x W, first_mask:
+    B x 1 x H x W → T-1 outputs (frames 1..); the last frame is not remembered."""
+    memory = teacher.start(frames[:, 0], first_mask)
+    out = []
+    for t in range(1, frames.shape[1]):
+        frame_out, memory = teacher.step(frames[:, t], memory, t < frames.shape[1] - 1)
+        out.append(frame_out)
+    return out
 
 
 def build_teacher(cfg: TeacherConfig = DEFAULT_TEACHER, seed: int = 0,
@@ -137,16 +151,23 @@ def save_teacher(path: str | Path, teacher: Teacher) -> Path:
     return path
 
 
-def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher:
-    """A teacher written by :func:`save_teacher` (``mvos-train --model teacher``)."""
+def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher | STCNTeacher:
+    """A teacher written by :func:`save_teacher` (``mvos-train --model teacher``), or the
+    released STCN checkpoint (a plain state_dict of its evaluation network)."""
+    from .stcn import is_stcn_state, load_stcn
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint not found: {path}; train one with "
-                              "`mvos-train --model teacher`, or use --loss ce (no teacher)")
+                              "`mvos-train --model teacher`, give STCN's released stcn.pth, "
+                              "or use --loss ce (no teacher)")
     obj = _read(path)
+    if is_stcn_state(obj):
+        return load_stcn(path, obj, mem_every)
     if not isinstance(obj, dict) or obj.get("kind") != KIND:
         raise CheckpointError(
-            f"{path} is not a teacher checkpoint (no kind {KIND!r}); train one with "
+            f"{path} is neither a teacher checkpoint (no kind {KIND!r}) nor STCN's released "
+            "network (no key_proj / value_encoder.fuser tensors); train one with "
             "`mvos-train --model teacher`, or leave out --teacher for cross-entropy only.")
     try:
         cfg = TeacherConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -156,3 +177,8 @@ def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher:
     except (TypeError, KeyError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the teacher does not load ({str(exc)[:300]})") from None
     return teacher.eval()
+
+
+def teacher_kind(teacher: nn.Module) -> str:
+    """'stcn' for the released STCN, 'mobilevos-teacher' for ours."""
+    return getattr(teacher, "kind", KIND)
