@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from mobilevos_deploy.config import get_variant, variant_names
 from mobilevos_deploy.export.api import export_model
-from mobilevos_deploy.student import build_student
+from mobilevos_deploy.model.config import get_variant, variant_names
+from mobilevos_deploy.model.student import build_student
 
 
 def main() -> None:

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from mobilevos_deploy.cli import parse_queues
-from mobilevos_deploy.config import get_variant, variant_names
 from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import check_gpu
 from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16, largest_tensor
 from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
 from mobilevos_deploy.export.runtimes import tflite_shape
-from mobilevos_deploy.student import build_student
+from mobilevos_deploy.model.config import get_variant, variant_names
+from mobilevos_deploy.model.student import build_student
 
 
 def gpu_vs_cpu(session: GpuSession, path: Path, spec) -> tuple[float, float]:

@@ -131,8 +131,8 @@ def main() -> None:
     # here, not at the top: the ceiling's children run this file and need numpy alone
     from mobilevos_deploy.bench.api import ensure_export
     from mobilevos_deploy.bench.host import run_in_child
-    from mobilevos_deploy.config import variant_names
-    from mobilevos_deploy.profile import profile_variant
+    from mobilevos_deploy.model.config import variant_names
+    from mobilevos_deploy.model.profile import profile_variant
 
     h, w = (int(v) for v in args.size.split("x"))
     variants = variant_names() if args.variants == "all" else args.variants.split(",")

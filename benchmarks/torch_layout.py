@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from mobilevos_deploy.checkpoint import student_for
-from mobilevos_deploy.stages import InitStage, StepStage
+from mobilevos_deploy.model.checkpoint import student_for
+from mobilevos_deploy.model.stages import InitStage, StepStage
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from mobilevos_deploy.checkpoint import load_checkpoint
-from mobilevos_deploy.synthetic import shapes_clip, write_davis_clip
+from mobilevos_deploy.data.synthetic import shapes_clip, write_davis_clip
+from mobilevos_deploy.model.checkpoint import load_checkpoint
 from mobilevos_deploy.train.loop import STATE, TrainSettings, train
 from mobilevos_deploy.train.losses import LossConfig
 from mobilevos_deploy.train.soup import greedy_soup

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilevos_deploy.backends import TorchBackend
-from mobilevos_deploy.checkpoint import load_checkpoint
-from mobilevos_deploy.evaluate import evaluate
-from mobilevos_deploy.runner import run_video
-from mobilevos_deploy.synthetic import scene_clip, shapes_clip, write_davis_clip
+from mobilevos_deploy.data.synthetic import scene_clip, shapes_clip, write_davis_clip
+from mobilevos_deploy.inference.backends import TorchBackend
+from mobilevos_deploy.inference.runner import run_video
+from mobilevos_deploy.metrics.evaluate import evaluate
+from mobilevos_deploy.model.checkpoint import load_checkpoint
 from mobilevos_deploy.train.loop import STATE, TrainSettings, train
 from mobilevos_deploy.train.losses import LossConfig
 

@@ -1,13 +1,17 @@
 """mobilevos-deploy: MobileVOS students from PyTorch to verified, measured phone models.
 
-Data flow, one module per stage:
+The package by role, in data-flow order:
     nn/          network parts (trunks, ASPP, memory read-out, decoder blocks)
-    config.py    typed variant configs and the registry (``resnet18``, ``mobilenetv2``, ...)
-    student.py   the student network assembled from the parts
-    memory.py    the finite memory queue: state layout and its pure update function
-    stages.py    deployable stages with tensor-only inputs (init graph, step graph)
-    tracker.py   the streaming reference tracker (init / step / track)
-    checkpoint.py, profile.py, synthetic.py, cli/
+    model/       the student: config registry, network, the memory queue and its pure
+                 update, deployable stages (init / step graphs), checkpoints, size profile
+    export/      ONNX and TFLite graphs, conversion, runtimes, parity and GPU gates, manifest
+    inference/   running a video: PyTorch reference tracker, backends, frame loop, runner
+    metrics/     DAVIS J and F, mvos-eval's evaluation
+    data/        generated clips, reading and writing frames and masks
+    train/       losses, teachers (ours, STCN), ImageNet trunks, clips, loop, ranks, soup
+    bench/       host and phone benchmarks, op profiler, results
+    cli/         the thin mvos-* commands
+    errors.py, files.py, proc.py   user errors, atomic files, worker processes
 """
 
 __version__ = "0.1.0"

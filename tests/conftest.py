@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from mobilevos_deploy.checkpoint import ChosenStudent, student_for
-from mobilevos_deploy.config import DEFAULT_VARIANT, get_variant, variant_names
 from mobilevos_deploy.export.api import ExportResult, export_model
 from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.graphs import GraphSpec
-from mobilevos_deploy.stages import TensorSpec
-from mobilevos_deploy.student import Student, build_student
+from mobilevos_deploy.model.checkpoint import ChosenStudent, student_for
+from mobilevos_deploy.model.config import DEFAULT_VARIANT, get_variant, variant_names
+from mobilevos_deploy.model.stages import TensorSpec
+from mobilevos_deploy.model.student import Student, build_student
 
 VARIANTS = variant_names()
 EXPORT_HEIGHT, EXPORT_WIDTH = 64, 96

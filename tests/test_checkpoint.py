@@ -6,8 +6,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mobilevos_deploy import checkpoint
-from mobilevos_deploy.checkpoint import (
+from mobilevos_deploy.cli.track import main as track_cli
+from mobilevos_deploy.data.synthetic import moving_object_clip
+from mobilevos_deploy.errors import CheckpointError, UserError
+from mobilevos_deploy.inference.tracker import track
+from mobilevos_deploy.model import checkpoint
+from mobilevos_deploy.model.checkpoint import (
     DEFAULT_CHECKPOINT,
     DEFAULT_NAME,
     MODELS,
@@ -16,12 +20,8 @@ from mobilevos_deploy.checkpoint import (
     save_checkpoint,
     student_for,
 )
-from mobilevos_deploy.cli.track import main as track_cli
-from mobilevos_deploy.config import get_variant
-from mobilevos_deploy.errors import CheckpointError, UserError
-from mobilevos_deploy.student import build_student
-from mobilevos_deploy.synthetic import moving_object_clip
-from mobilevos_deploy.tracker import track
+from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.student import build_student
 
 NAME = "mobilenetv2-noaspp"
 

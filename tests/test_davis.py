@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mobilevos_deploy.davis import (
+from mobilevos_deploy.metrics.davis import (
     boundary_accuracy,
     boundary_map,
     disk,

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from mobilevos_deploy.cli.train import main as train_main
+from mobilevos_deploy.data.synthetic import shapes_clip, write_davis_clip
 from mobilevos_deploy.errors import UserError
-from mobilevos_deploy.synthetic import shapes_clip, write_davis_clip
 from mobilevos_deploy.train.data import VideoClips, clip_keys, find_sequences
 
 MVOS_TRAIN = str(Path(sys.executable).with_name("mvos-train"))

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from mobilevos_deploy.checkpoint import DEFAULT_CHECKPOINT, DEFAULT_NAME
-from mobilevos_deploy.config import DEFAULT_VARIANT as NOASPP
 from mobilevos_deploy.export.api import export_model
 from mobilevos_deploy.export.manifest import sha256
 from mobilevos_deploy.export.parity import FLOOR_FACTOR, nchw_clip
+from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT, DEFAULT_NAME
+from mobilevos_deploy.model.config import DEFAULT_VARIANT as NOASPP
 
 from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH

@@ -11,9 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import mobilevos_deploy.nn.readout as readout_module
-from mobilevos_deploy.checkpoint import save_checkpoint
 from mobilevos_deploy.cli.export import main as export_cli
-from mobilevos_deploy.config import get_variant
 from mobilevos_deploy.errors import UserError
 from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import GateError, export_model
@@ -21,8 +19,10 @@ from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu, parse_report
 from mobilevos_deploy.export.graphs import GraphSpec
 from mobilevos_deploy.export.parity import UNSURE_BAND, rollout_gate
-from mobilevos_deploy.stages import TensorSpec
-from mobilevos_deploy.student import build_student
+from mobilevos_deploy.model.checkpoint import save_checkpoint
+from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.stages import TensorSpec
+from mobilevos_deploy.model.student import build_student
 
 NAME = "mobilenetv2-noaspp"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import mobilevos_deploy.stages as stages_module
+import mobilevos_deploy.model.stages as stages_module
 from mobilevos_deploy.cli.check import main as check_cli
 from mobilevos_deploy.errors import UserError
 from mobilevos_deploy.export import api, gpu_run

@@ -19,24 +19,24 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mobilevos_deploy.backends import open_backend
 from mobilevos_deploy.bench.results import FIELDS, BenchRow, ResultStore
-from mobilevos_deploy.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from mobilevos_deploy.cli import bench as bench_cli
 from mobilevos_deploy.cli import eval as eval_cli
 from mobilevos_deploy.cli import run as run_cli
 from mobilevos_deploy.cli import soup as soup_cli
 from mobilevos_deploy.cli import synth as synth_cli
 from mobilevos_deploy.cli import train as train_cli
-from mobilevos_deploy.config import get_variant
+from mobilevos_deploy.data.media import read_mask, write_mask
+from mobilevos_deploy.data.synthetic import moving_object_clip, write_davis_clip
 from mobilevos_deploy.errors import CheckpointError, UserError
 from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import export_model
 from mobilevos_deploy.export.parity import rollout_gate, step_parity
-from mobilevos_deploy.media import read_mask, write_mask
-from mobilevos_deploy.segment import segment
-from mobilevos_deploy.student import build_student
-from mobilevos_deploy.synthetic import moving_object_clip, write_davis_clip
+from mobilevos_deploy.inference.backends import open_backend
+from mobilevos_deploy.inference.segment import segment
+from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.student import build_student
 
 from .conftest import TRAINED
 
@@ -305,7 +305,7 @@ def test_gates_name_a_non_finite_reference():
     gate = rollout_gate("rollout_x", ref, np.full((3, 4, 4), 0.9, np.float32), 0.99, None)
     assert not gate.passed and "reference's probabilities are non-finite" in gate.offending[0]
     from mobilevos_deploy.export.graphs import GraphSpec
-    from mobilevos_deploy.stages import TensorSpec
+    from mobilevos_deploy.model.stages import TensorSpec
 
     spec = GraphSpec("g", (TensorSpec("x", (1,), "float32", "x"),),
                      (TensorSpec("prob", (2,), "float32", "x"),))
@@ -340,7 +340,7 @@ def test_export_refuses_a_size_that_cannot_fit_before_building(students, tmp_pat
 
 
 def test_info_counts_a_huge_size_without_allocating_it():
-    code = ("import resource; from mobilevos_deploy.profile import profile_variant; "
+    code = ("import resource; from mobilevos_deploy.model.profile import profile_variant; "
             "p = profile_variant('resnet18', 16000, 16000, 2); "
             "print(p.macs['total'], p.export_floor_bytes, "
             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")

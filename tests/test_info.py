@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from mobilevos_deploy.cli.info import main as info_cli
+from mobilevos_deploy.model.profile import profile_variant
 from mobilevos_deploy.nn.readout import distinct_size
-from mobilevos_deploy.profile import profile_variant
 
 from .conftest import VARIANTS
 

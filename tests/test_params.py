@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mobilevos_deploy.config import get_variant
-from mobilevos_deploy.student import Student
+from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.student import Student
 
 from .conftest import VARIANTS
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mobilevos_deploy.checkpoint import load_checkpoint
 from mobilevos_deploy.cli.train import main as train_main
-from mobilevos_deploy.config import get_variant
 from mobilevos_deploy.errors import CheckpointError
 from mobilevos_deploy.export.api import export_model
-from mobilevos_deploy.student import build_student
+from mobilevos_deploy.model.checkpoint import load_checkpoint
+from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.student import build_student
 from mobilevos_deploy.train.pretrained import load_backbone_weights
 
 from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH

@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 
-from mobilevos_deploy.memory import MemoryState, initial_state, push
+from mobilevos_deploy.data.synthetic import moving_object_clip
+from mobilevos_deploy.inference.tracker import track
+from mobilevos_deploy.model.memory import MemoryState, initial_state, push
+from mobilevos_deploy.model.student import Student
 from mobilevos_deploy.nn.readout import MemoryReadout
-from mobilevos_deploy.student import Student
-from mobilevos_deploy.synthetic import moving_object_clip
-from mobilevos_deploy.tracker import track
 
 from .conftest import VARIANTS
 

@@ -12,16 +12,21 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from mobilevos_deploy.backends import TorchBackend, open_backend
-from mobilevos_deploy.checkpoint import student_for
 from mobilevos_deploy.cli import eval as eval_cli
 from mobilevos_deploy.cli import run as run_cli
-from mobilevos_deploy.evaluate import evaluate
-from mobilevos_deploy.media import davis_palette, read_mask, write_mask
-from mobilevos_deploy.runner import run_video
-from mobilevos_deploy.segment import Letterbox, aggregate
-from mobilevos_deploy.stages import StepStage
-from mobilevos_deploy.synthetic import moving_object_clip, scene_clip, shapes_clip, write_davis_clip
+from mobilevos_deploy.data.media import davis_palette, read_mask, write_mask
+from mobilevos_deploy.data.synthetic import (
+    moving_object_clip,
+    scene_clip,
+    shapes_clip,
+    write_davis_clip,
+)
+from mobilevos_deploy.inference.backends import TorchBackend, open_backend
+from mobilevos_deploy.inference.runner import run_video
+from mobilevos_deploy.inference.segment import Letterbox, aggregate
+from mobilevos_deploy.metrics.evaluate import evaluate
+from mobilevos_deploy.model.checkpoint import student_for
+from mobilevos_deploy.model.stages import StepStage
 from mobilevos_deploy.train.validate import validate
 
 from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH, TRAINED

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mobilevos_deploy.data.synthetic import moving_object_clip
 from mobilevos_deploy.errors import UserError
-from mobilevos_deploy.stages import InitStage, StepStage, state_spec
-from mobilevos_deploy.synthetic import moving_object_clip
-from mobilevos_deploy.tracker import Tracker, track
+from mobilevos_deploy.inference.tracker import Tracker, track
+from mobilevos_deploy.model.stages import InitStage, StepStage, state_spec
 
 from .conftest import VARIANTS
 
@@ -77,7 +77,7 @@ def test_track_rejects_mismatched_mask(students):
 def test_scene_clips_have_several_objects_a_distractor_and_are_reproducible():
     """mvos-synth --kind scene: 2-3 annotated objects in the first frame, objects that
     move, the same clip for the same seed and another for another seed."""
-    from mobilevos_deploy.synthetic import scene_clip
+    from mobilevos_deploy.data.synthetic import scene_clip
 
     clip = scene_clip(8, 60, 96, seed=3)
     ids = clip.ids()

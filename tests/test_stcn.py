@@ -281,7 +281,7 @@ def test_keys_values_and_logits_equal_an_independent_composition(stcn_file):
 
 def test_stcn_teacher_distils_a_student(stcn_file, tmp_path):
     from mobilevos_deploy.cli.train import main as train_main
-    from mobilevos_deploy.synthetic import shapes_clip, write_davis_clip
+    from mobilevos_deploy.data.synthetic import shapes_clip, write_davis_clip
 
     write_davis_clip(shapes_clip(4, 64, 64, seed=3), tmp_path / "data", "s0")
     result = CliRunner().invoke(train_main, [

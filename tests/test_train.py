@@ -11,15 +11,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from mobilevos_deploy.checkpoint import load_checkpoint, save_checkpoint
 from mobilevos_deploy.cli.soup import main as soup_main
 from mobilevos_deploy.cli.train import main as train_main
-from mobilevos_deploy.config import get_variant
-from mobilevos_deploy.media import write_mask
-from mobilevos_deploy.memory import initial_state
-from mobilevos_deploy.stages import StepStage
-from mobilevos_deploy.student import build_student
-from mobilevos_deploy.synthetic import shapes_clip, write_davis_clip
+from mobilevos_deploy.data.media import write_mask
+from mobilevos_deploy.data.synthetic import shapes_clip, write_davis_clip
+from mobilevos_deploy.model.checkpoint import load_checkpoint, save_checkpoint
+from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.memory import initial_state
+from mobilevos_deploy.model.stages import StepStage
+from mobilevos_deploy.model.student import build_student
 from mobilevos_deploy.train import soup as soup_module
 from mobilevos_deploy.train.data import StaticClips, VideoClips, deform
 from mobilevos_deploy.train.loop import student_clip

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import student_for
 from ..errors import UserError
 from ..export.api import default_folder_name, export_model
 from ..export.graphs import GRAPH_REVISION
 from ..export.manifest import MANIFEST
 from ..export.verify import manifest_problems, verify_files
 from ..files import atomic_path, check_writable, sha256
+from ..model.checkpoint import student_for
 from ..proc import child_setup
 from .adb import Adb
 from .device import find_binary, run_point

@@ -85,8 +85,8 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
         def load():
             import torch
 
-            from ..checkpoint import manifest_student
-            from ..stages import StepStage
+            from ..model.checkpoint import manifest_student
+            from ..model.stages import StepStage
 
             torch.set_num_threads(threads)
             student = manifest_student(manifest, folder)

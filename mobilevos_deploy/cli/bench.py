@@ -10,8 +10,8 @@ import click
 from ..bench.api import BenchRequest, run_bench
 from ..bench.host import ENGINES
 from ..bench.results import format_table
-from ..checkpoint import SEEDED
-from ..config import DEFAULT_VARIANT, get_variant, variant_names
+from ..model.checkpoint import SEEDED
+from ..model.config import DEFAULT_VARIANT, get_variant, variant_names
 from . import FiniteFloat, parse_queues, parse_size, user_errors
 
 

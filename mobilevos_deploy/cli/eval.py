@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..evaluate import CSV_NAMES, evaluate, write_csvs
 from ..files import check_writable
+from ..metrics.evaluate import CSV_NAMES, evaluate, write_csvs
 from . import user_errors
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import student_for
-from ..config import DEFAULT_VARIANT, variant_names
 from ..export.api import PRECISIONS, default_folder_name, export_model
+from ..model.checkpoint import student_for
+from ..model.config import DEFAULT_VARIANT, variant_names
 from . import parse_queues, parse_size, user_errors
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..config import variant_names
-from ..profile import format_profile, profile_variant
+from ..model.config import variant_names
+from ..model.profile import format_profile, profile_variant
 from . import parse_size, user_errors
 
 

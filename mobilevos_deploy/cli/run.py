@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..backends import BACKENDS, open_backend
-from ..media import open_frames
-from ..runner import run_video
+from ..data.media import open_frames
+from ..inference.backends import BACKENDS, open_backend
+from ..inference.runner import run_video
 from . import parse_size, user_errors
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..synthetic import KINDS, write_synth_set
+from ..data.synthetic import KINDS, write_synth_set
 from . import parse_size, user_errors
 
 

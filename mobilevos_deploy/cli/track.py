@@ -7,10 +7,10 @@ import statistics
 import click
 import torch
 
-from ..checkpoint import student_for
-from ..config import DEFAULT_VARIANT, variant_names
-from ..synthetic import moving_object_clip
-from ..tracker import track_timed
+from ..data.synthetic import moving_object_clip
+from ..inference.tracker import track_timed
+from ..model.checkpoint import student_for
+from ..model.config import DEFAULT_VARIANT, variant_names
 from . import parse_size, user_errors
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..config import variant_names
+from ..model.config import variant_names
 from ..train.distributed import DEVICES
 from ..train.loop import BATCHNORM_MODES, SCHEDULES, TEACHER, TrainSettings, train
 from ..train.losses import LossConfig

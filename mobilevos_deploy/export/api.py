@@ -34,8 +34,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import make_temp_dir
-from ..profile import check_memory
-from ..student import Student
+from ..model.profile import check_memory
+from ..model.student import Student
 from .convert import Conversion
 from .fp16_compute import half_runners
 from .gpu_check import GpuReport, check_gpu

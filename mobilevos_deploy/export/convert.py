@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..model.stages import STATE_NAMES
 from ..proc import child_setup
-from ..stages import STATE_NAMES
 from .graphs import GraphSpec
 from .tf_worker import FAILED
 

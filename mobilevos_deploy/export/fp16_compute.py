@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.student import Student
 from ..nn.readout import MemoryReadout
-from ..student import Student
 from .graphs import GraphSpec, graph_module
 from .runtimes import Runner
 

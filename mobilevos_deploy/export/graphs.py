@@ -16,9 +16,9 @@ import onnxsim
 import torch
 from torch import nn
 
-from ..config import StudentConfig
-from ..stages import InitStage, StepStage, TensorSpec, check_size, state_spec
-from ..student import Student
+from ..model.config import StudentConfig
+from ..model.stages import InitStage, StepStage, TensorSpec, check_size, state_spec
+from ..model.student import Student
 
 OPSET = 17
 NEXT = "next_"  # prefix of the step outputs that feed back as the state inputs

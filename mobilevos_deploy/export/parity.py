@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.synthetic import moving_object_clip
 from ..errors import UserError
-from ..synthetic import moving_object_clip
 from .graphs import GraphSpec
 from .runtimes import Runner
 

@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..config import StudentConfig, get_variant
 from ..errors import UserError
 from ..files import sha256
+from ..model.config import StudentConfig, get_variant
 from .graphs import NEXT, config_specs
 from .manifest import MANIFEST, SCHEMA, feeds, io_spec
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.media import read_mask
 from ..errors import UserError
-from ..media import read_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MIN_OBJECT_PIXELS = 16  # a target must cover at least this much of frame 0 after the crop

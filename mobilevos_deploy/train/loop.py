@@ -39,12 +39,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..checkpoint import load_checkpoint, non_finite, save_checkpoint
-from ..config import get_variant
 from ..errors import UserError
 from ..files import atomic_path, check_writable
-from ..memory import initial_state, push
-from ..student import Student, _centre_logits, build_student
+from ..model.checkpoint import load_checkpoint, non_finite, save_checkpoint
+from ..model.config import get_variant
+from ..model.memory import initial_state, push
+from ..model.student import Student, _centre_logits, build_student
 from . import distributed
 from .data import ClipBatch, ClipSet, StaticClips, VideoClips, clip_keys, collate
 from .losses import LossConfig, mobilevos_loss

@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import _read, non_finite
 from ..errors import CheckpointError
+from ..model.checkpoint import _read, non_finite
+from ..model.student import Student
 from ..nn.mobilenetv2 import MobileNetV2Trunk
 from ..nn.resnet18 import ResNet18Trunk
-from ..student import Student
 
 _SHOW = 5
 ARCHITECTURES = ("resnet18", "mobilenetv2")

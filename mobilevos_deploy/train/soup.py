@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import LoadedCheckpoint, load_checkpoint, non_finite, save_checkpoint
 from ..errors import UserError
 from ..files import check_writable
-from ..student import build_student
+from ..model.checkpoint import LoadedCheckpoint, load_checkpoint, non_finite, save_checkpoint
+from ..model.student import build_student
 from .validate import Score, check_val_root, validate
 
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
-from ..checkpoint import _read
-from ..config import StudentConfig
 from ..errors import CheckpointError
 from ..files import atomic_path
+from ..model.checkpoint import _read
+from ..model.config import StudentConfig
+from ..model.student import Decoder, KeyEncoder, ValueEncoder, _init_weights
 from ..nn.readout import MemoryReadout
-from ..student import Decoder, KeyEncoder, ValueEncoder, _init_weights
 
 if TYPE_CHECKING:
     from .stcn import STCNTeacher

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import TorchBackend
 from ..errors import UserError
-from ..evaluate import evaluate
-from ..runner import run_video
-from ..stages import check_size
-from ..student import Student
+from ..inference.backends import TorchBackend
+from ..inference.runner import run_video
+from ..metrics.evaluate import evaluate
+from ..model.stages import check_size
+from ..model.student import Student
 from .data import _level
 from .teacher import Teacher, TeacherMemory
 

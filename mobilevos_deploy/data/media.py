@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from ..errors import UserError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import manifest_student, student_for
-from .errors import UserError
-from .export.graphs import GraphSpec
-from .export.verify import graph_files, read_export
-from .profile import check_memory
-from .stages import STATE_NAMES, InitStage, StepStage, TensorSpec, check_size
-from .student import Student
+from ..errors import UserError
+from ..export.graphs import GraphSpec
+from ..export.verify import graph_files, read_export
+from ..model.checkpoint import manifest_student, student_for
+from ..model.profile import check_memory
+from ..model.stages import STATE_NAMES, InitStage, StepStage, TensorSpec, check_size
+from ..model.student import Student
 
 BACKENDS = ("torch", "onnx", "tflite", "tflite-gpu")
 State = tuple[np.ndarray, ...]
@@ -92,7 +92,7 @@ class GraphBackend:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from .export.runtimes import onnx_runner, tflite_runner
+        from ..export.runtimes import onnx_runner, tflite_runner
 
         self.height, self.width = self.manifest["size"]
         self.queue = self.manifest["queue"]
@@ -110,9 +110,9 @@ class GraphBackend:
                                       self.threads)
 
     def _open_gpu(self, init: GraphSpec, step: GraphSpec):
-        from .export.gpu_gate import delegation_rows
-        from .export.gpu_run import GpuSession
-        from .export.runtimes import gpu_runner
+        from ..export.gpu_gate import delegation_rows
+        from ..export.gpu_run import GpuSession
+        from ..export.runtimes import gpu_runner
 
         self._session = GpuSession()
         reports = {}

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.synthetic import moving_object_clip
+from ..nn.aspp import ASPP
+from ..nn.layers import ResBlock, UpsampleBlock
+from ..nn.mobilenetv2 import InvertedResidual, MobileNetV2Trunk
+from ..nn.readout import MemoryReadout
+from ..nn.resnet18 import BasicBlock, ResNet18Trunk
 from .config import StudentConfig
 from .memory import initial_state
-from .nn.aspp import ASPP
-from .nn.layers import ResBlock, UpsampleBlock
-from .nn.mobilenetv2 import InvertedResidual, MobileNetV2Trunk
-from .nn.readout import MemoryReadout
-from .nn.resnet18 import BasicBlock, ResNet18Trunk
-from .synthetic import moving_object_clip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import UserError
+from ..nn.readout import distinct_size
 from .config import StudentConfig, get_variant
-from .errors import UserError
-from .nn.readout import distinct_size
 from .stages import STRIDE, StepStage, TensorSpec, check_size, state_spec
 from .student import build_student
 

@@ -223,8 +223,8 @@ def write_synth_set(out: Path, name: str, kind: str, clips: int, num_frames: int
     only when all are written."""
     import shutil
 
-    from .errors import UserError
-    from .files import check_writable, make_temp_dir
+    from ..errors import UserError
+    from ..files import check_writable, make_temp_dir
 
     generate = {"ellipse": lambda n, h, w, s: moving_object_clip(n, h, w, seed=s,
                                                                  occluder_from=0.85),

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..errors import UserError
 from .backends import Backend
-from .errors import UserError
 
 VOID = 255
 

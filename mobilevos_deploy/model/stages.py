@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .config import StudentConfig
-from .errors import UserError
 from .memory import MemoryState, flatten_hw, initial_state, push
 from .student import Student
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
-from .memory import MemoryState
-from .stages import STRIDE, InitStage, StepStage, check_size
-from .student import Student
+from ..errors import UserError
+from ..model.memory import MemoryState
+from ..model.stages import STRIDE, InitStage, StepStage, check_size
+from ..model.student import Student
 
 
 class Tracker:

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError, UserError
+from ..files import atomic_path
 from .config import DEFAULT_VARIANT, StudentConfig, get_variant
-from .errors import CheckpointError, UserError
-from .files import atomic_path
 from .student import Student, build_student
 
 _SHOW = 5  # names listed per problem before "... and N more"
@@ -26,7 +26,7 @@ _SHOW = 5  # names listed per problem before "... and N more"
 # The trained default student: what every command uses when given neither --ckpt nor
 # another --variant (models/mvos-synth-noaspp-v1.md is its model card). SEEDED, passed as
 # --ckpt, asks for the seeded random-initialised student instead.
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_CHECKPOINT = MODELS / "mobilenetv2-noaspp_synth.pt"
 DEFAULT_NAME = "mvos-synth-noaspp-v1"
 SEEDED = "seeded"
@@ -98,7 +98,7 @@ def _load(path: Path) -> tuple[Any, str]:
                 "refused because loading them would run code from the file. Re-save it from "
                 "the code that made it as plain tensors: torch.save({'variant': NAME, "
                 "'config': CONFIG_DICT, 'state_dict': model.state_dict()}, PATH), or call "
-                "mobilevos_deploy.checkpoint.save_checkpoint(PATH, model, NAME)."
+                "mobilevos_deploy.model.checkpoint.save_checkpoint(PATH, model, NAME)."
             ) from None
         raise CheckpointError(_not_a_checkpoint(path, text)) from None
     except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on foreign files

@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.media import blend, contact_sheet, open_frames, read_mask, write_mask
+from ..errors import UserError
+from ..files import atomic_path, check_writable, make_temp_dir
 from .backends import Backend
-from .errors import UserError
-from .files import atomic_path, check_writable, make_temp_dir
-from .media import blend, contact_sheet, open_frames, read_mask, write_mask
 from .segment import object_ids, segment
 
 RECORD = "run.json"

@@ -4,7 +4,7 @@ Layouts: ``annotations`` holds one folder of indexed PNGs per sequence (DAVIS
 ``Annotations/480p``), or the PNGs of one sequence directly; ``results`` mirrors it
 (``results/<sequence>/<frame>.png``, or the PNGs directly for one sequence). Every
 annotated frame must have a result of the same name and size. The scores are those of
-:mod:`mobilevos_deploy.davis`; the CSVs have the columns of the official tool's
+:mod:`mobilevos_deploy.metrics.davis`; the CSVs have the columns of the official tool's
 ``global_results`` and ``per-sequence_results`` files.
 
 ``results=None`` scores the copy-the-first-mask baseline: every frame's result is the
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.media import read_mask
+from ..errors import UserError
+from ..files import atomic_path
 from .davis import ObjectScore, Summary, score_sequence, summarise
-from .errors import UserError
-from .files import atomic_path
-from .media import read_mask
 
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 KEY_BACKBONES = ("resnet18", "resnet34", "mobilenetv2")  # resnet34: the teacher's
 MAX_WIDTH = 4096  # channels of any layer a config may ask for (a typo must not allocate GBs)

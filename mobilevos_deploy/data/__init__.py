@@ -1,0 +1,1 @@
+"""Generated clips and reading / writing frames and masks."""

@@ -1,0 +1,1 @@
+"""Running a video: the PyTorch reference tracker, the backends, the frame loop and the runner."""

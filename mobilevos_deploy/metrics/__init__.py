@@ -1,0 +1,1 @@
+"""DAVIS J and F, and mvos-eval's evaluation."""
