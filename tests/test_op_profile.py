@@ -65,5 +65,6 @@ def test_fp16_ops_add_up_to_their_graph_as_fp32_ops_do(step, monkeypatch):
     seen = f"fp32 {[round(r, 2) for r in fp32_all]}, fp16 {[round(r, 2) for r in fp16_all]}"
     assert 0.85 <= fp16 / fp32 <= 1.15, f"op sum / whole graph: {seen}"
     monkeypatch.setattr(op_profile, "_fp16_weights", lambda fb, model: {})
-    broken, broken_all = _ratio(step["fp16"])
-    assert not 0.85 <= broken / fp32 <= 1.15, f"the unfolded fp16 profile passed: {broken_all}"
+    broken = profile_ops(step["fp16"], threads=1, runs=30)  # one profile: it is ~4x off
+    ratio = sum(t.ms for t in broken.ops) / broken.whole_ms
+    assert not 0.85 <= ratio / fp32 <= 1.15, f"the unfolded fp16 profile passed: {ratio}"

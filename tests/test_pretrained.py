@@ -16,8 +16,6 @@ from mobilevos_deploy.model.config import get_variant
 from mobilevos_deploy.model.student import build_student
 from mobilevos_deploy.train.pretrained import load_backbone_weights
 
-from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH
-
 # -- torchvision's state_dict layouts, enumerated from torchvision.models' definitions ---
 
 
@@ -240,7 +238,7 @@ def test_iters_0_writes_the_initial_student_and_it_passes_every_export_gate(file
     loaded = load_checkpoint(out / "last.pt", "mobilenetv2-noaspp")
     trunk = loaded.student.key_encoder.trunk.state_dict()
     assert torch.equal(trunk["blocks.5.block.1.0.weight"], state["features.5.conv.1.0.weight"])
-    export = export_model(loaded.student, "mobilenetv2-noaspp", 2, EXPORT_HEIGHT, EXPORT_WIDTH,
+    export = export_model(loaded.student, "mobilenetv2-noaspp", 2, 32, 48,
                           tmp_path / "export", trained=False, checkpoint=out / "last.pt")
     gates = export.manifest["gates"]
     assert gates and all(g["passed"] for g in gates.values()), gates
