@@ -251,11 +251,16 @@ def deform(image: torch.Tensor, gen: torch.Generator, rotate: float = 20.0,
                          align_corners=False)
 
 
-def clip_keys(seed: int, iteration: int, count: int) -> list[int]:
-    """The ``count`` clip seeds of iteration ``iteration`` (0-based) of a run seeded ``seed``:
-    a function of the three numbers only (numpy's SeedSequence mixes them)."""
-    state = np.random.SeedSequence([seed, iteration]).generate_state(count, dtype=np.uint64)
+def derived_seeds(entropy: list[int], count: int) -> list[int]:
+    """``count`` torch seeds that are a function of ``entropy`` only (numpy's SeedSequence
+    mixes the numbers)."""
+    state = np.random.SeedSequence(entropy).generate_state(count, dtype=np.uint64)
     return [int(x) >> 1 for x in state]  # torch seeds are < 2**64; keep them positive
+
+
+def clip_keys(seed: int, iteration: int, count: int) -> list[int]:
+    """The ``count`` clip seeds of iteration ``iteration`` (0-based) of a run seeded ``seed``."""
+    return derived_seeds([seed, iteration], count)
 
 
 def sample_clip(source, key: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,8 +285,3 @@ class ClipSet(torch.utils.data.Dataset):
 
 def collate(clips: list[tuple[torch.Tensor, torch.Tensor]]) -> ClipBatch:
     return ClipBatch(torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips]))
-
-
-def make_batch(source, keys: list[int]) -> ClipBatch:
-    """The clips of ``keys`` from one source, in this process."""
-    return collate([sample_clip(source, k) for k in keys])

@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -46,7 +45,15 @@ from ..model.config import get_variant
 from ..model.memory import initial_state, push
 from ..model.student import Student, _centre_logits, build_student
 from . import distributed
-from .data import ClipBatch, ClipSet, StaticClips, VideoClips, clip_keys, collate
+from .data import (
+    ClipBatch,
+    ClipSet,
+    StaticClips,
+    VideoClips,
+    clip_keys,
+    collate,
+    derived_seeds,
+)
 from .losses import LossConfig, mobilevos_loss
 from .pretrained import BackboneReport, load_backbone_weights
 from .teacher import Teacher, TeacherConfig, build_teacher, load_teacher, save_teacher
@@ -152,8 +159,7 @@ class ClipModel(nn.Module):
 
 def loss_generator(seed: int, iteration: int, rank: int) -> torch.Generator:
     """The generator of the loss's random pixel draws of one rank at one iteration."""
-    state = np.random.SeedSequence([seed, iteration, 1 + rank]).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]) >> 1)
+    return torch.Generator().manual_seed(derived_seeds([seed, iteration, 1 + rank], 1)[0])
 
 
 class BatchKeys:
