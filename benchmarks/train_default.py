@@ -11,9 +11,12 @@
    averages the read-out to noise. Pairs teach the matching first.
 3. Stage 2, the deployed queue: 3-frame clips from stage 1's weights, the second frame's
    memory from the network's own prediction, as at inference; cosine learning rate.
-4. Scores the result on the held-out test clips at 480x864 (PyTorch, queue 2, every
+4. Stage 3, larger crops: from stage 2's weights, 192x320 crops (a 12x20 stride-16
+   memory instead of 8x8, so the network learns to pick its object among more
+   positions), batch 4, lr 3e-4 cosine, 1000 iterations, seed 2.
+5. Scores the result on the held-out test clips at 480x864 (PyTorch, queue 2, every
    object, through mvos-run's runner and mvos-eval's J&F) beside the copy-the-first-mask
-   baseline on the same clips, and plots the loss and validation curves of both stages.
+   baseline on the same clips, and plots the loss and validation curves of every stage.
 
 Stages already finished are not trained again; an interrupted one resumes.
 
@@ -49,7 +52,9 @@ COMMON = dict(model=STUDENT, size=(128, 128), lr=1e-3, batch=8, max_skip=3, min_
               batchnorm="train", loss=LossConfig(logit=False, repr=False),
               val_size=(240, 432), val_every=250, save_every=250, seed=0)
 STAGES = {"stage1": dict(frames=2, iters=1500, schedule="constant"),
-          "stage2": dict(frames=3, iters=3000, schedule="cosine")}
+          "stage2": dict(frames=3, iters=3000, schedule="cosine"),
+          "stage3": dict(frames=3, iters=1000, schedule="cosine", size=(192, 320), batch=4,
+                         lr=3e-4, val_every=300, save_every=300, seed=2)}
 
 
 def make_set(root: Path, name: str) -> Path:
@@ -102,7 +107,8 @@ def plot(runs: dict[str, Path], path: Path, baseline: float) -> None:
 
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
-    for (name, folder), color in zip(runs.items(), ("tab:blue", "tab:orange"), strict=False):
+    colors = ("tab:blue", "tab:orange", "tab:green")
+    for (name, folder), color in zip(runs.items(), colors, strict=False):
         records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
         losses = [(r["iter"], r["loss"]) for r in records if "loss" in r]
         vals = [(r["iter"], r["val_jf"]) for r in records if "val_jf" in r]
@@ -145,7 +151,7 @@ def main() -> None:
     for name, stage in STAGES.items():
         out = args.out / name
         settings = TrainSettings(out=out, data=(sets["train"],), val=sets["val"], init=init,
-                                 **COMMON, **stage)
+                                 **{**COMMON, **stage})
         seconds[name] = run_stage(settings)
         init = out / "last.pt"
         runs[name] = out

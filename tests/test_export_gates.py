@@ -18,7 +18,13 @@ from mobilevos_deploy.export.api import GateError, export_model
 from mobilevos_deploy.export.convert import convert_graphs
 from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu, parse_report
 from mobilevos_deploy.export.graphs import GraphSpec
-from mobilevos_deploy.export.parity import UNSURE_BAND, rollout_gate
+from mobilevos_deploy.export.parity import (
+    UNSURE_BAND,
+    fp16_gate,
+    looped_steps,
+    rollout_gate,
+    rollout_states,
+)
 from mobilevos_deploy.model.checkpoint import save_checkpoint
 from mobilevos_deploy.model.config import get_variant
 from mobilevos_deploy.model.stages import TensorSpec
@@ -81,6 +87,70 @@ def test_rollout_gate_excuses_only_the_references_coin_tosses():
     failed = rollout_gate("t", ref, wrong, 0.99, None)
     assert not failed.passed and "where the reference is sure" in failed.offending[0]
     assert not rollout_gate("t", ref, np.full_like(ref, 0.499), 0.99, None).passed
+
+
+class ToyLoop:
+    """A tracking loop small enough to reason about: the memory is last frame's mask,
+    p = sigmoid(8 (m - 0.5)). Rows 0-9 are the object (m = 1, stable near 0.98), the
+    rest background (m = 0, stable near 0.02), and a 2 x 2 patch starts at m = 0.5 + 1e-4,
+    the loop's unstable point, where a difference doubles at every frame (a false positive
+    the loop can go either way on, as the trained student's occluder at frame 25).
+    ``noise`` is added to every probability (rounding); ``write`` maps what is written."""
+
+    spec = GraphSpec("step", (TensorSpec("frame", (1,), "float32", "-"),
+                              TensorSpec("mem", (1,), "float32", "-")), ())
+
+    def __init__(self, noise: float = 0.0, write=lambda p: p) -> None:
+        self.noise, self.write = noise, write
+
+    def init(self, inputs):
+        m = np.zeros((1, 1, 20, 20), np.float32)
+        m[..., :10, :] = 1.0
+        m[..., 14:16, 4:6] = 0.5 + 1e-4
+        return {"mem": m}
+
+    def step(self, inputs):
+        p = 1.0 / (1.0 + np.exp(-8.0 * (inputs["mem"] - 0.5))) + self.noise
+        return {"prob": p, "next_mem": self.write(p).astype(np.float32)}
+
+    def run(self, frames, ref_states):
+        looped = looped_steps(self.init, self.step, self.spec, frames, frames[0, 0], ref_states)
+        closed, _ = rollout_states(self.init, self.step, self.spec, frames, frames[0, 0])
+        return looped, closed
+
+
+def test_fp16_gate_judges_steps_not_the_loops_amplification():
+    """The redesign of the fp16 rollout gates (parity.fp16_gate), on a loop that amplifies:
+    a rounding-sized difference flips the unstable patch in the closed loop, so a pixel-by-
+    pixel closed-loop gate fails a runtime with no bug; the looped steps do not. A runtime
+    whose memory write is wrong fails, although each of its reads is right, and so does one
+    whose closed loop loses the object."""
+    frames = np.zeros((16, 1, 20, 20), np.float32)
+    truth = np.zeros((15, 20, 20), np.float32)
+    truth[:, :10] = 1.0
+    reference = ToyLoop()
+    ref_probs, ref_states = rollout_states(reference.init, reference.step, ToyLoop.spec,
+                                           frames, frames[0, 0])
+    assert (ref_probs[-1, 14:16, 4:6] > 0.5 + UNSURE_BAND).all()  # the patch went object
+    rounding = ToyLoop(noise=-2e-4)
+    looped, closed = rounding.run(frames, ref_states)
+    assert not rollout_gate("t", ref_probs, closed, 0.99, None).passed  # the old design
+    gate = fp16_gate("t", ref_probs, looped, closed, truth)
+    assert gate.passed, gate.offending
+    assert gate.figures["closed_loop_min_iou"] < 0.99 and gate.figures["min_iou"] == 1.0
+
+    halved = ToyLoop(write=lambda p: 0.5 * p)  # a mis-converted write, reads untouched
+    looped, closed = halved.run(frames, ref_states)
+    teacher_forced = np.stack([halved.step(s)["prob"][0, 0] for s in ref_states])
+    assert rollout_gate("t", ref_probs, teacher_forced, 0.99, None).passed
+    gate = fp16_gate("t", ref_probs, looped, closed, truth)
+    assert not gate.passed and "where the reference is sure" in gate.offending[0]
+    assert any("closed-loop J" in row for row in gate.offending)
+
+    lost = ref_probs.copy()
+    lost[8:, :10] = 0.0  # the closed loop drops the object half way; every step was right
+    gate = fp16_gate("t", ref_probs, ref_probs, lost, truth)
+    assert not gate.passed and "closed-loop J" in gate.offending[0]
 
 
 # --- gate 4: the GPU-delegate checker, proven on a negative control --------------------------

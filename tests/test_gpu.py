@@ -23,7 +23,7 @@ from mobilevos_deploy.export.gpu_gate import gpu_run_gate
 from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16, worker_env
 from mobilevos_deploy.export.gpu_worker import parse_log
 from mobilevos_deploy.export.graphs import graph_module, graph_specs
-from mobilevos_deploy.export.parity import rollout
+from mobilevos_deploy.export.parity import rollout_states
 from mobilevos_deploy.export.runtimes import torch_runner
 from mobilevos_deploy.nn.readout import MemoryReadout
 
@@ -38,7 +38,7 @@ def torch_reference(student, queue: int, height: int, width: int):
     ref = api._reference_inputs(student, queue, specs, height, width)
     init = torch_runner(graph_module(student, queue, "init"), specs["init"])
     step = torch_runner(graph_module(student, queue, "step"), specs["step"])
-    ref.set_probs(rollout(init, step, specs["step"], ref.frames, ref.masks[0]))
+    ref.set_probs(*rollout_states(init, step, specs["step"], ref.frames, ref.masks[0]))
     return specs, ref
 
 
@@ -183,8 +183,8 @@ def test_gpu_parity_fails_against_another_students_reference(exports, students, 
 def test_where_the_device_computes_in_fp16_the_fp16_files_roll_out_on_it(
         exports, students, tmp_path, monkeypatch):
     """The path a GPU with fp16 takes (SwiftShader has none, so it is forced here and the
-    rollout runs in fp32): the fp16 files, precision loss allowed, closed loop against the
-    PyTorch rollout."""
+    rollout runs in fp32): the fp16 files, precision loss allowed, against the PyTorch
+    rollout as parity.fp16_gate judges fp16."""
     import mobilevos_deploy.export.gpu_gate as gate_module
 
     monkeypatch.setattr(gate_module, "computes_in_fp16", lambda session, work: True)
@@ -193,6 +193,7 @@ def test_where_the_device_computes_in_fp16_the_fp16_files_roll_out_on_it(
                                 [], tmp_path)
     assert [g.name for g in gates] == ["gpu_parity", "rollout_gpu_fp16"]
     assert all(g.passed for g in gates) and gates[1].figures["min_iou"] >= 0.99
+    assert gates[1].figures["closed_loop_j"] >= gates[1].figures["reference_j"] - 0.01
     assert entry["fp16_compute_available"] is True
 
 
@@ -245,6 +246,20 @@ def test_fp16_readout_keeps_empty_slots_out_and_large_keys_finite(norm):
     err = float(((got - want).abs() / (1 + want.abs())).max())
     assert err <= 2e-3, err
     assert float(want.abs().max()) < 10  # the garbage values (1000) took no part
+
+
+def test_half_storage_rounds_every_result_to_fp16():
+    """The fp16-compute simulation: each op's result is an fp16 value, overflow is inf."""
+    from mobilevos_deploy.export.fp16_compute import HalfStorage, to_half
+
+    x = torch.ones(3)
+    with HalfStorage():
+        assert torch.equal(x + 2.0**-12, x)  # 1 + 2^-12 is 1 in fp16, not in fp32
+        assert torch.isinf(torch.full((2,), 300.0).pow(2).sum()).item()  # 90000 > 65504
+        assert torch.equal(torch.nn.functional.conv2d(torch.ones(1, 1, 1, 1),
+                                                      torch.full((1, 1, 1, 1), 1 / 3)),
+                           to_half(torch.full((1, 1, 1, 1), 1 / 3)))
+    assert not torch.equal(x + 2.0**-12, x)
 
 
 def test_fp16_compute_gate_fails_when_keys_overflow_fp16(students):

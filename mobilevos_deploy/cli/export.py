@@ -83,10 +83,18 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     ]
     for key in ("rollout_onnx", "rollout_tflite_fp32", "rollout_tflite_fp16",
                 "rollout_fp16_compute", "rollout_gpu_fp16"):
-        if key in g:
-            every = g[key].get("min_iou_all_pixels", float("nan"))
-            lines.append(f"  {key:<20} min IoU {g[key]['min_iou']:.4f} (sure pixels; all "
-                         f"{every:.4f}), max prob error {g[key]['max_prob_err']:.2g}")
+        if key not in g:
+            continue
+        r = g[key]
+        every = r.get("min_iou_all_pixels", float("nan"))
+        if "closed_loop_j" in r:  # an fp16 gate (parity.fp16_gate)
+            lines.append(f"  {key:<20} min IoU {r['min_iou']:.4f} per step on its own memory "
+                         f"write (sure pixels; all {every:.4f}); closed loop: J "
+                         f"{r['closed_loop_j']:.4f} vs fp32 {r['reference_j']:.4f}, min IoU "
+                         f"{r['closed_loop_min_iou']:.4f} (reported)")
+        else:
+            lines.append(f"  {key:<20} min IoU {r['min_iou']:.4f} (sure pixels; all "
+                         f"{every:.4f}), max prob error {r['max_prob_err']:.2g}")
     run = manifest["gpu_run"]
     if "gpu_parity" in g:
         worst = max(v for k, v in g["gpu_parity"].items() if k != "passed")

@@ -9,8 +9,13 @@ The gates (all figures go to the manifest):
                      next-state tensor and the memory read-out (from the probe graph)
   memory_dependence  zeroing the memory moves the mask by far more than the tolerances
   rollout_*          closed-loop rollouts, each runtime feeding back its own state
-  rollout_fp16_compute  the student with every activation in fp16, as a phone GPU runs it
-                     with precision loss allowed, against fp32 (fp16_compute.py)
+                     (ONNX Runtime and TFLite fp32: pixel by pixel against PyTorch)
+  rollout_tflite_fp16  fp16 weights: every step read against memory the runtime wrote
+                     itself, and the closed loop's J against the clip's truth
+                     (parity.fp16_gate, which says why fp16 is not judged pixel by pixel
+                     in a closed loop)
+  rollout_fp16_compute  the same for the student with every activation in fp16, as a
+                     phone GPU runs it with precision loss allowed (fp16_compute.py)
   gpu_parity         every shipped TFLite file on LiteRT's GPU accelerator: fully
                      delegated, and one init and one step at the step-parity limits
                      (gpu_gate.py; rollout_gpu_fp16 too where the device has fp16)
@@ -51,8 +56,26 @@ from .manifest import (
     tool_versions,
     verify_written,
 )
-from .parity import GateError, GateResult, nchw_clip, rollout, rollout_gate, step_parity
-from .runtimes import check_io, exact_runner, onnx_runner, tflite_runner, torch_runner
+from .parity import (
+    GateError,
+    GateResult,
+    State,
+    fp16_gate,
+    looped_steps,
+    nchw_clip,
+    rollout,
+    rollout_gate,
+    rollout_states,
+    step_parity,
+)
+from .runtimes import (
+    Runner,
+    check_io,
+    exact_runner,
+    onnx_runner,
+    tflite_runner,
+    torch_runner,
+)
 from .verify import foreign_entries
 
 ROLLOUT_FRAMES = 31
@@ -85,6 +108,7 @@ class _Reference:
     inputs: dict[str, np.ndarray]  # one realistic step input
     expected: dict[str, np.ndarray]  # PyTorch probe outputs on it
     probs: np.ndarray | None  # PyTorch closed-loop rollout
+    states: list[State] | None  # the state each step of that rollout read
     init_inputs: dict[str, np.ndarray]  # the first frame and mask
     init_expected: dict[str, np.ndarray]  # PyTorch init outputs on them
     exact: dict[str, np.ndarray] | None = None  # the probe in float64 on ``inputs``
@@ -94,19 +118,19 @@ class _Reference:
         if self.probs is not None:
             self.ready.set()
 
-    def set_probs(self, probs: np.ndarray) -> None:
-        self.probs = probs
+    def set_probs(self, probs: np.ndarray, states: list[State]) -> None:
+        self.probs, self.states = probs, states
         self.ready.set()
 
-    def wait_probs(self) -> np.ndarray:
+    def wait_probs(self) -> tuple[np.ndarray, list[State]]:
         self.ready.wait()
-        if self.probs is None:
+        if self.probs is None or self.states is None:
             raise UserError("the PyTorch reference rollout did not complete")
-        return self.probs
+        return self.probs, self.states
 
     def for_gpu(self) -> GpuInputs:
         return GpuInputs(self.init_inputs, self.init_expected, self.inputs, self.expected,
-                         self.frames, self.masks[0], self.wait_probs)
+                         self.frames, self.masks[0], self.masks[1:], self.wait_probs)
 
 
 def _reference_inputs(student: Student, queue: int, specs: dict[str, GraphSpec], height: int,
@@ -128,8 +152,8 @@ def _reference_inputs(student: Student, queue: int, specs: dict[str, GraphSpec],
         state = {n: out[NEXT + n] for n in state_names}
     inputs = {"frame": frames[4:5], **state}
     exact = exact_runner(graph_module(student, queue, "probe"), specs["probe"])(inputs)
-    return _Reference(frames, masks, inputs, probe_t(inputs), None, init_inputs, init_expected,
-                      exact)
+    return _Reference(frames, masks, inputs, probe_t(inputs), None, None, init_inputs,
+                      init_expected, exact)
 
 
 def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
@@ -152,7 +176,7 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
         dep.offending.append(f"zeroing mem_values moved prob by only {moved:.3g} (need > 0.01)")
     gates.append(dep)
 
-    ref.set_probs(rollout(init_t, step_t, specs["step"], frames, masks[0]))
+    ref.set_probs(*rollout_states(init_t, step_t, specs["step"], frames, masks[0]))
     probs = rollout(onnx_runner(onnx_files["init"], specs["init"]),
                     onnx_runner(onnx_files["step"], specs["step"]), specs["step"], frames,
                     masks[0])
@@ -163,12 +187,11 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
 
 def _fp16_compute_gate(student: Student, queue: int, specs: dict[str, GraphSpec],
                        ref: _Reference) -> GateResult:
-    """Every activation in fp16 (fp16_compute.py), closed loop, against fp32; with the
-    read-out's own fp16 error on the realistic step and the largest memory-key norm, which
-    sets the size of the read-out's logits."""
+    """Every activation in fp16 (fp16_compute.py) against fp32 (``parity.fp16_gate``); with
+    the read-out's own fp16 error on the realistic step and the largest memory-key norm,
+    which sets the size of the read-out's logits."""
     half = half_runners(student, queue, specs)
-    probs = rollout(half["init"], half["step"], specs["step"], ref.frames, ref.masks[0])
-    gate = rollout_gate("rollout_fp16_compute", ref.probs, probs, 0.99, None)
+    gate = _fp16_rollouts("rollout_fp16_compute", half["init"], half["step"], specs, ref)
     got = half["probe"](ref.inputs)
     readout, expected = got["readout"], ref.expected["readout"]
     gate.figures["step_readout_err"] = float(np.max(np.abs(readout - expected)
@@ -190,14 +213,20 @@ def _tflite_gates(ref: _Reference, specs: dict[str, GraphSpec], tfl: dict[str, P
     parity.passed = parity.passed and more.passed
     parity.figures.update(more.figures)
     parity.offending += more.offending
-    gates = []
-    for precision, min_iou, max_err in (("fp32", 0.999, 1e-3), ("fp16", 0.99, None)):
-        probs = rollout(tflite_runner(tfl[f"init_{precision}"], specs["init"]),
-                        tflite_runner(tfl[f"step_{precision}"], specs["step"]), specs["step"],
-                        ref.frames, ref.masks[0])
-        gates.append(rollout_gate(f"rollout_tflite_{precision}", ref.probs, probs, min_iou,
-                                  max_err))
+    init, step = (tflite_runner(tfl[f"{g}_fp32"], specs[g]) for g in ("init", "step"))
+    probs = rollout(init, step, specs["step"], ref.frames, ref.masks[0])
+    gates = [rollout_gate("rollout_tflite_fp32", ref.probs, probs, 0.999, 1e-3)]
+    init, step = (tflite_runner(tfl[f"{g}_fp16"], specs[g]) for g in ("init", "step"))
+    gates.append(_fp16_rollouts("rollout_tflite_fp16", init, step, specs, ref))
     return gates
+
+
+def _fp16_rollouts(name: str, init: Runner, step: Runner, specs: dict[str, GraphSpec],
+                   ref: _Reference) -> GateResult:
+    """An fp16 runtime's looped steps and closed loop, judged by ``parity.fp16_gate``."""
+    looped = looped_steps(init, step, specs["step"], ref.frames, ref.masks[0], ref.states)
+    closed = rollout(init, step, specs["step"], ref.frames, ref.masks[0])
+    return fp16_gate(name, ref.probs, looped, closed, ref.masks[1:])
 
 
 def _gpu_gate(files: list[Path], allow_cpu_fallback: bool,

@@ -14,9 +14,9 @@
    work, about 11 CPU-seconds for a 480x864 step, and the fp16 twins of the fp32 files
    are compiled but not run (measured: running them too took a 480x864 export from about
    60 to 68 s); on a hardware device every file runs. The manifest says which ran.
-3. Where the device computes in fp16 when allowed (probed, never assumed), a closed-loop
-   rollout of the fp16 files with precision loss allowed, as a phone runs them, against
-   the PyTorch fp32 rollout: min IoU >= 0.99 (``rollout_gpu_fp16``).
+3. Where the device computes in fp16 when allowed (probed, never assumed), the fp16 files
+   with precision loss allowed, as a phone runs them, against the PyTorch fp32 rollout,
+   as ``parity.fp16_gate`` judges fp16 (``rollout_gpu_fp16``).
 
 The figures, the Vulkan adapter and whether it is a software device go to the manifest
 under ``gpu_run``, beside the TensorFlow 2.17 analyzer's independent ``gpu_check``.
@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import UserError
 from .gpu_run import GpuSession, LoadReport, computes_in_fp16, largest_tensor
 from .graphs import GraphSpec
-from .parity import GateError, GateResult, rollout, rollout_gate, step_parity
+from .parity import GateError, GateResult, State, fp16_gate, looped_steps, rollout, step_parity
 from .runtimes import gpu_runner, tflite_runner
 
 ACCELERATOR = "LiteRT GPU accelerator (ai-edge-litert 2.3, ML Drift over WebGPU/Vulkan)"
@@ -52,7 +52,9 @@ class GpuInputs:
     step_expected: dict[str, np.ndarray]  # PyTorch (probe outputs; the step's are a subset)
     frames: np.ndarray  # the rollout clip, for the fp16 rollout
     mask0: np.ndarray
-    probs: Callable[[], np.ndarray]  # the PyTorch fp32 rollout (may still be running)
+    truth: np.ndarray  # the clip's masks of frames 1..T-1
+    # the PyTorch fp32 rollout and the states it read (may still be running)
+    reference: Callable[[], tuple[np.ndarray, list[State]]]
 
 
 def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
@@ -143,7 +145,8 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
 
 def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, GraphSpec],
                   ref: GpuInputs) -> GateResult:
-    """The fp16 files with precision loss allowed, closed loop, against PyTorch fp32."""
+    """The fp16 files with precision loss allowed against PyTorch fp32, as
+    ``parity.fp16_gate`` judges fp16."""
     paths = {p.stem: p for p in files}
     runners = {}
     for graph in ("init", "step"):
@@ -151,8 +154,11 @@ def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, Graph
         session.load(name, paths.get(f"{graph}_fp16", paths[f"{graph}_fp32"]),
                      enforce_f32=False)
         runners[graph] = gpu_runner(session, name, specs[graph])
-    probs = rollout(runners["init"], runners["step"], specs["step"], ref.frames, ref.mask0)
-    return rollout_gate("rollout_gpu_fp16", ref.probs(), probs, 0.99, None)
+    probs, states = ref.reference()
+    init, step = runners["init"], runners["step"]
+    looped = looped_steps(init, step, specs["step"], ref.frames, ref.mask0, states)
+    closed = rollout(init, step, specs["step"], ref.frames, ref.mask0)
+    return fp16_gate("rollout_gpu_fp16", probs, looped, closed, ref.truth)
 
 
 def _not_run(exc: UserError, allow_cpu_fallback: bool, warnings: list[str]
