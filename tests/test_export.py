@@ -1,12 +1,15 @@
 """mvos-export on CPU TFLite: every variant at 64x96 at queue 2, the default variant also
-at queues 1 and 5, both precisions.
+at queue 1, both precisions.
 
 Each (variant, queue) is exported once per session (real onnx2tf + TensorFlow conversion,
-real ONNX Runtime and LiteRT), and the tests read what that export wrote. Queues 1 and 5
-run for one variant only (each export costs 30-45 s of the suite, which must stay under
-15 minutes): the queue's logic is the same code for every variant; the padding that keeps
+real ONNX Runtime and LiteRT), and the tests read what that export wrote. Queue 1 runs for
+one variant only (each export costs 30-50 s of the suite, which must stay under 15
+minutes): the queue's logic is the same code for every variant; the padding that keeps
 the read-out's axes distinct is computed from each export's own sizes, and the case where
-they coincide is exported and gated in tests/test_export_gates.py.
+they coincide is exported and gated in tests/test_export_gates.py. A queue longer than 2
+is exported with every gate there too (queue 4 at 64x64, fp32 files), so the queue-5
+export this module also ran was dropped when the fp16 gates grew (fresh-clone suite 14.9
+and 15.7 min with it).
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
 from .conftest import TRAINED, VARIANTS
 
-# the seeded students at queue 2 (the default one also at 1 and 5), and the shipped
-# trained student at the default queue
-CASES = [(v, 2) for v in VARIANTS] + [(NOASPP, 1), (NOASPP, 5), (TRAINED, 2)]
+# the seeded students at queue 2 (the default one also at 1), and the shipped trained
+# student at the default queue
+CASES = [(v, 2) for v in VARIANTS] + [(NOASPP, 1), (TRAINED, 2)]
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)
