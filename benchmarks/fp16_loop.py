@@ -19,12 +19,12 @@ rounding, not a conversion error (``parity.fp16_gate``; docs/TRAINING.md). Run:
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mobilevos_deploy.export.fp16_compute import half_student as rounded
 from mobilevos_deploy.export.parity import UNSURE_BAND, iou, nchw_clip
 from mobilevos_deploy.inference.tracker import Tracker
 from mobilevos_deploy.model.checkpoint import load_checkpoint
@@ -32,16 +32,6 @@ from mobilevos_deploy.model.student import Student
 
 PARTS = ("key_encoder.trunk", "key_encoder.key_proj", "key_encoder.query_proj",
          "value_encoder", "decoder")
-
-
-def rounded(student: Student, prefix: str = "") -> Student:
-    """A copy with the weights and buffers under ``prefix`` rounded to fp16 values."""
-    out = copy.deepcopy(student)
-    with torch.no_grad():
-        for name, t in [*out.named_parameters(), *out.named_buffers()]:
-            if t.is_floating_point() and name.startswith(prefix):
-                t.copy_(t.half().float())
-    return out
 
 
 def closed_loop(student: Student, frames: torch.Tensor, mask0: torch.Tensor, queue: int):

@@ -53,12 +53,13 @@ class HalfStorage(TorchFunctionMode):
         return to_half(func(*args, **(kwargs or {})))
 
 
-def half_student(student: Student) -> Student:
-    """A copy of ``student`` with every weight and buffer rounded to fp16 values."""
+def half_student(student: Student, prefix: str = "") -> Student:
+    """A copy of ``student`` with every weight and buffer (those whose names start with
+    ``prefix``) rounded to fp16 values."""
     half = copy.deepcopy(student).eval()
     with torch.no_grad():
-        for t in [*half.parameters(), *half.buffers()]:
-            if t.dtype == torch.float32:
+        for name, t in [*half.named_parameters(), *half.named_buffers()]:
+            if t.dtype == torch.float32 and name.startswith(prefix):
                 t.copy_(t.half().float())
     return half
 
