@@ -1,14 +1,24 @@
-"""The loss ablation of MobileVOS's Table 5, on generated data and a small CPU budget.
+"""MobileVOS's Table-5 loss ablation with the shipped student's recipe (train_default.py).
 
-1. Generates moving textured shapes with occluders (mvos-synth --kind shapes): a training
-   set, a validation set (for the soup's ranking) and a held-out test set.
-2. Trains the infinite-memory teacher first (cross-entropy only).
-3. Trains mobilenetv2-noaspp three ways from one initialisation, for the same
-   iterations: cross-entropy only; + logit distillation; + the representation loss.
-4. Scores every network on the held-out test clips (J&F, first mask given, queue 2 for the
-   students) and a greedy soup of the three students ranked on the validation clips.
+1. The data of the shipped recipe (train_default's sets: training, validation, and the
+   held-out test clips at 480x854; the same seeds, written once).
+2. The infinite-memory teacher trained the same way as the student: the recipe's three
+   stages (pairs, 3-frame clips with a cosine rate, 192x320 crops), every setting as the
+   student's, cross-entropy only (the teacher has no teacher).
+3. mobilenetv2-noaspp: stage 1 (pairs, cross-entropy) shared by every arm, as the
+   paper's students share their pretrained initialisation; then stages 2 and 3 three
+   ways, the same iterations, crops and seeds, only the loss differs: cross-entropy only
+   (this arm is the shipped recipe itself); + logit distillation; + the representation
+   loss (omega 0.95, the paper's value for the MobileNetV2 students). The distilling arms
+   read the teacher's stage-3 weights.
+4. Scores the teacher (memory of every frame, never trimmed) and the three students
+   (queue 2) on the held-out clips at 480x864, per clip kind, beside copy-the-first-mask,
+   through mvos-run's runner and mvos-eval's J&F.
 
-Run folders are reused: a finished run is not trained again, an interrupted one resumes.
+``--seed-offset K`` trains the three arms again with every student seed of stages 2 and 3
+moved by K (same shared stage 1, same teacher), into ``arms_seedK/``.
+Finished stages are skipped and an interrupted one resumes (run it again), so the run can
+span several sittings.
 
     python benchmarks/train_ablation.py --out results/ablation
 """
@@ -22,91 +32,93 @@ import time
 from pathlib import Path
 
 import torch
+from train_default import COMMON, MODEL_SIZE, SETS, STAGES, STUDENT, held_out, make_set, run_stage
 
-from mobilevos_deploy.data.synthetic import shapes_clip, write_davis_clip
+from mobilevos_deploy.inference.backends import TorchBackend
 from mobilevos_deploy.model.checkpoint import load_checkpoint
-from mobilevos_deploy.train.loop import STATE, TrainSettings, train
+from mobilevos_deploy.train.loop import TEACHER, TrainSettings
 from mobilevos_deploy.train.losses import LossConfig
-from mobilevos_deploy.train.soup import greedy_soup
 from mobilevos_deploy.train.teacher import load_teacher
-from mobilevos_deploy.train.validate import validate
+from mobilevos_deploy.train.validate import TeacherBackend
 
-STUDENT = "mobilenetv2-noaspp"
-ARMS = {"cross-entropy only": "ce", "+ logit distillation": "ce+logit",
-        "+ representation loss": "ce+logit+repr"}
-
-
-def make_set(root: Path, clips: int, frames: int, size: int, seed: int) -> Path:
-    if not (root / "JPEGImages").is_dir():
-        for i in range(clips):
-            write_davis_clip(shapes_clip(frames, size, size, seed=seed + i), root, f"s{seed + i}")
-    return root
+ARMS = {"ce": ("cross-entropy only", LossConfig(logit=False, repr=False)),
+        "ce+logit": ("+ logit distillation", LossConfig(logit=True, repr=False)),
+        "ce+logit+repr": ("+ representation loss", LossConfig(logit=True, repr=True))}
 
 
-def run(settings: TrainSettings) -> float:
-    """Trains (or resumes, or skips a finished run); returns the wall time spent now."""
-    done = settings.out / "last.pt"
-    if done.is_file() and (settings.out / f"ckpt_{settings.iters:06d}.pt").is_file():
-        return 0.0
-    resume = (settings.out / STATE).is_file()
-    start = time.perf_counter()
-    train(settings, resume=resume, progress=False, echo=print)
-    return time.perf_counter() - start
+def train_chain(out: Path, stages: dict[str, dict], data: Path, val: Path, init: Path | None,
+                seconds: dict[str, float], label: str) -> Path:
+    """The named stages one after another, each from the last one's weights; returns the
+    final ``last.pt``."""
+    for name, stage in stages.items():
+        settings = TrainSettings(out=out / name, data=(data,), val=val, init=init,
+                                 **{**COMMON, **stage})
+        print(f"[ablation] {label} {name}: {settings.out}", flush=True)
+        seconds[f"{label} {name}"] = run_stage(settings)
+        init = settings.out / "last.pt"
+    return init
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/ablation"))
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--train-clips", type=int, default=64)
-    parser.add_argument("--test-clips", type=int, default=24)
-    parser.add_argument("--teacher-iters", type=int, default=1500)
-    parser.add_argument("--student-iters", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=None, help="Where the clips go "
+                        "(default: OUT/data; train_default's data folder can be shared).")
+    parser.add_argument("--seed-offset", type=int, default=0, help="Moves the students' "
+                        "stage-2 and stage-3 seeds (a second seed of the three arms).")
+    parser.add_argument("--train-only", action="store_true", help="Train, do not score.")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    out = args.out
-    size = (args.size, args.size)
-    train_set = make_set(out / "data" / "train", args.train_clips, 16, args.size, 0)
-    val_set = make_set(out / "data" / "val", 8, 16, args.size, 50_000)
-    test_set = make_set(out / "data" / "test", args.test_clips, 16, args.size, 100_000)
-    common = dict(data=(train_set,), size=size, batch=args.batch, lr=args.lr,
-                  save_every=250, seed=args.seed)
-    seconds = {}
-    teacher_run = TrainSettings(model="teacher", out=out / "teacher", iters=args.teacher_iters,
-                                loss=LossConfig(logit=False, repr=False), **common)
-    seconds["teacher"] = run(teacher_run)
-    students = {}
-    for label, loss_name in ARMS.items():
-        terms = loss_name.split("+")
-        loss = LossConfig(logit="logit" in terms, repr="repr" in terms)
-        settings = TrainSettings(model=STUDENT, out=out / loss_name, iters=args.student_iters,
-                                 loss=loss, teacher=teacher_run.out / "last.pt", **common)
-        seconds[label] = run(settings)
-        students[label] = settings.out / "last.pt"
-    soup_path = out / "soup.pt"
-    soup = greedy_soup(list(students.values()), val_set, size, soup_path)
-    rows = []
-    teacher = load_teacher(teacher_run.out / "last.pt", mem_every=1)
-    score = validate(teacher, test_set, size)
-    rows.append(("teacher (infinite memory, every frame)", score))
-    for label, path in students.items():
-        rows.append((f"{STUDENT}, {label}", validate(load_checkpoint(path).student,
-                                                       test_set, size, 2)))
-    kept = [i.path.parent.name for i in soup.ingredients if i.kept]
-    rows.append((f"greedy soup of the three ({' + '.join(kept)})",
-                 validate(load_checkpoint(soup_path).student, test_set, size, 2)))
-    lines = ["| network | J&F | J | F |", "|---|---|---|---|"]
-    lines += [f"| {name} | {s.jf:.3f} | {s.j:.3f} | {s.f:.3f} |" for name, s in rows]
+    data = args.data or args.out / "data"
+    sets = {name: make_set(data, name) for name in SETS}
+    seconds: dict[str, float] = {}
+    teacher_stages = {name: {**stage, "model": TEACHER} for name, stage in STAGES.items()}
+    teacher = train_chain(args.out / "teacher", teacher_stages, sets["train"], sets["val"],
+                          None, seconds, "teacher")
+    shared = train_chain(args.out / "student", {"stage1": STAGES["stage1"]}, sets["train"],
+                         sets["val"], None, seconds, "student")
+    arms_dir = args.out / (f"arms_seed{args.seed_offset}" if args.seed_offset else "arms")
+    finals = {}
+    for key, (_, loss) in ARMS.items():
+        stages = {name: {**STAGES[name], "loss": loss, "seed": STAGES[name].get(
+                      "seed", COMMON["seed"]) + args.seed_offset,
+                  **({"teacher": teacher} if loss.needs_teacher else {})}
+                  for name in ("stage2", "stage3")}
+        finals[key] = train_chain(arms_dir / key, stages, sets["train"], sets["val"], shared,
+                                  seconds, key)
+    print(json.dumps({"train_seconds_this_call": seconds}, indent=2), flush=True)
+    if args.train_only:
+        return
+    rows = {}
+    start = time.perf_counter()
+    rows["teacher (memory of every frame)"] = held_out(
+        teacher, sets["test"], args.out / "test_results" / "teacher",
+        TeacherBackend(load_teacher(teacher, mem_every=1), *MODEL_SIZE))
+    for key, (label, _) in ARMS.items():
+        backend = TorchBackend(load_checkpoint(finals[key], STUDENT).student, 2, *MODEL_SIZE)
+        rows[f"{STUDENT}, {label}"] = held_out(finals[key], sets["test"],
+                                               arms_dir / "test_results" / key, backend)
+    seconds["scoring"] = time.perf_counter() - start
+    lines = ["| network | J&F all | J all | F all | J&F scene | J&F shapes |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {s['all']['jf']:.3f} | {s['all']['j']:.3f} | {s['all']['f']:.3f} "
+              f"| {s['scene']['jf']:.3f} | {s['shapes']['jf']:.3f} |" for name, s in rows.items()]
+    base = next(iter(rows.values()))
+    copy = {kind: base[kind] for kind in ("all", "scene", "shapes")}
+    lines.append(f"| copy the first mask | {copy['all']['copy_first_jf']:.3f} "
+                 f"| {copy['all']['copy_first_j']:.3f} | {copy['all']['copy_first_f']:.3f} "
+                 f"| {copy['scene']['copy_first_jf']:.3f} "
+                 f"| {copy['shapes']['copy_first_jf']:.3f} |")
     table = "\n".join(lines)
     print(table)
-    record = {"args": {k: str(v) for k, v in vars(args).items()},
-              "rows": [{"network": n, **dataclasses.asdict(s)} for n, s in rows],
-              "train_seconds_this_call": seconds}
-    (out / "table.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+              "checkpoints": {"teacher": str(teacher), **{k: str(v) for k, v in finals.items()}},
+              "settings": {"common": json.loads(json.dumps(COMMON, default=str)),
+                           "stages": json.loads(json.dumps(STAGES, default=str)),
+                           "arms": {k: dataclasses.asdict(loss) for k, (_, loss) in ARMS.items()}},
+              "seconds_this_call": seconds}
+    (arms_dir / "table.md").write_text(table + "\n")
+    (arms_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

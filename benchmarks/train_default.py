@@ -80,10 +80,12 @@ def run_stage(settings: TrainSettings) -> float:
     return time.perf_counter() - start
 
 
-def held_out(ckpt: Path, test: Path, results: Path) -> dict:
-    """J&F of the student and of the copy-first baseline on the test clips, per kind and
-    all together; the masks go to ``results`` (one folder per clip, as mvos-run writes)."""
-    backend = TorchBackend(load_checkpoint(ckpt, STUDENT).student, 2, *MODEL_SIZE)
+def held_out(ckpt: Path, test: Path, results: Path, backend=None) -> dict:
+    """J&F of the student (or of ``backend``, any mvos-run backend) and of the copy-first
+    baseline on the test clips, per kind and all together; the masks go to ``results``
+    (one folder per clip, as mvos-run writes)."""
+    if backend is None:
+        backend = TorchBackend(load_checkpoint(ckpt, STUDENT).student, 2, *MODEL_SIZE)
     frames, annotations = test / "JPEGImages" / "480p", test / "Annotations" / "480p"
     names = sorted(p.name for p in annotations.iterdir())
     for name in names:

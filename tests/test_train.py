@@ -54,7 +54,11 @@ def _train(args, expect=0):
 def teacher_ckpt(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "run"
     _train(["--model", "teacher", "--out", str(out), "--data", str(dataset / "train"),
-            "--iters", "2", "--batch", "1", "--frames", "3", "--lr", "1e-4"])
+            "--iters", "2", "--batch", "1", "--frames", "3", "--lr", "1e-4",
+            "--val", str(dataset / "val"), "--val-every", "2"])
+    scores = [r["val_jf"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+              if "val_jf" in r]
+    assert len(scores) == 1 and 0 <= scores[0] <= 1  # the teacher is validated as it trains
     return out / "last.pt"
 
 

@@ -38,6 +38,7 @@ class TeacherBackend:
     width: int
     name: str = "teacher"
     precision: str = "fp32"
+    device: str = "cpu"
     queue: int = 0  # 0: unbounded
 
     def __post_init__(self) -> None:
