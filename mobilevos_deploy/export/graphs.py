@@ -29,6 +29,14 @@ NEXT = "next_"  # prefix of the step outputs that feed back as the state inputs
 GRAPH_REVISION = 3
 
 
+SINGLE_GRAPHS = ("init", "step")  # one object: the paper's benchmark pair
+
+
+def multi_graphs(queue: int) -> tuple[str, ...]:
+    """The graphs of the K-object loop (stages.py); at queue 1 nothing is memorized."""
+    return ("encode", "start", "segment", *(("memorize",) if queue > 1 else ()))
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     name: str  # "init" | "step" | "probe" (the step plus the read-out, for gates only)

@@ -15,13 +15,13 @@ folder) read it through here:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import UserError
 from ..files import sha256
 from ..model.config import StudentConfig, get_variant
-from .graphs import NEXT, config_specs
+from .graphs import NEXT, SINGLE_GRAPHS, config_specs
 from .manifest import MANIFEST, SCHEMA, feeds, io_spec
 
 # key: the type(s) its value must have
@@ -33,13 +33,14 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
 PRECISIONS = ("fp32", "fp16")
 
 
-def graph_files(backend: str, precision: str) -> list[str]:
-    """The files of an export a backend runs ("torch" runs none of them)."""
+def graph_files(backend: str, precision: str,
+                graphs: Sequence[str] = SINGLE_GRAPHS) -> list[str]:
+    """The files of ``graphs`` a backend runs ("torch" runs none of them)."""
     if backend == "torch":
         return []
     if backend == "onnx":
-        return ["init.onnx", "step.onnx"]
-    return [f"init_{precision}.tflite", f"step_{precision}.tflite"]
+        return [f"{g}.onnx" for g in graphs]
+    return [f"{g}_{precision}.tflite" for g in graphs]
 
 
 def _again(folder: Path) -> str:

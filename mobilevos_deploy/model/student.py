@@ -119,9 +119,14 @@ class Student(nn.Module):
         self.readout = MemoryReadout(cfg.key_dim)
         self.decoder = Decoder(cfg, (c4, c8))
 
-    def encode_value(self, prob: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
-        """prob: B x 1 x H x W object probability → B x Cv x h x w value (no other objects)."""
-        return self.value_encoder(torch.cat([prob, torch.zeros_like(prob)], dim=1), key_f16)
+    def encode_value(self, prob: torch.Tensor, key_f16: torch.Tensor,
+                     others: torch.Tensor | None = None) -> torch.Tensor:
+        """prob: B x 1 x H x W object probability, others: B x 1 x H x W the other objects'
+        summed probability (STCN's second channel; zero when there is one object)
+        → B x Cv x h x w value."""
+        if others is None:
+            others = torch.zeros_like(prob)
+        return self.value_encoder(torch.cat([prob, others], dim=1), key_f16)
 
 
 # Damped layers: the mask logits and the memory values stay O(1)-O(10), as in trained
