@@ -38,7 +38,10 @@ def trained() -> ChosenStudent:
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory, students, trained):
     """Lazily exported folders, one per (variant, queue), shared by the whole session;
-    variant TRAINED is the shipped default student, exported as mvos-export does it."""
+    variant TRAINED is the shipped default student, exported as mvos-export does it. The
+    default variant and TRAINED ship the K-object graphs too (as mvos-export does); the
+    others are exported --single-object, which keeps the suite's time (each K-object set
+    adds about 30 s of conversion and gates)."""
     root = tmp_path_factory.mktemp("exports")
     done: dict[tuple[str, int], ExportResult] = {}
 
@@ -53,7 +56,7 @@ def exports(tmp_path_factory, students, trained):
             else:
                 done[variant, queue] = export_model(
                     students[variant], variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH, folder,
-                    trained=False)
+                    trained=False, objects=variant == DEFAULT_VARIANT)
         return done[variant, queue]
 
     return get

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import UserError
 from ..export.graphs import SINGLE_GRAPHS, GraphSpec, multi_graphs
+from ..export.loop import start_objects, step_objects
 from ..export.verify import graph_files, read_export, verify_files
 from ..model.checkpoint import manifest_student, student_for
 from ..model.memory import MemoryState
@@ -154,13 +155,8 @@ class GraphBackend:
     def init(self, frame: np.ndarray, masks: list[np.ndarray]) -> list[State]:
         if len(masks) == 1:
             out = self._runners["init"]({"frame": frame, "mask": masks[0]})
-            return [tuple(out[n] for n in STATE_NAMES)]
-        run = self._multi()
-        enc = run["encode"]({"frame": frame})
-        given, others = _numpy(first_inputs, masks)
-        return [_state(run["start"]({"key": enc["key"], "f16": enc["f16"], "mask": m,
-                                     "others": o}), STATE_NAMES)
-                for m, o in zip(given, others, strict=True)]
+            return [_state(out, STATE_NAMES)]
+        return [_state(s, STATE_NAMES) for s in start_objects(self._multi(), frame, masks)]
 
     def step(self, frame: np.ndarray, states: list[State]) -> tuple[list[np.ndarray],
                                                                    list[State]]:
@@ -168,19 +164,9 @@ class GraphBackend:
             out = self._runners["step"]({"frame": frame,
                                          **dict(zip(STATE_NAMES, states[0], strict=True))})
             return [out["prob"][0, 0]], [_state(out, self._state_out)]
-        run = self._multi()
-        enc = run["encode"]({"frame": frame})
-        probs = [run["segment"]({**enc, **dict(zip(STATE_NAMES, state, strict=True))})["prob"]
-                 for state in states]
-        if self.queue == 1:
-            return [p[0, 0] for p in probs], states
-        written, others = _numpy(memory_inputs, probs)
-        nxt = [_state(run["memorize"]({"key": enc["key"], "f16": enc["f16"], "prob": w,
-                                       "others": o, **dict(zip(STATE_NAMES, state,
-                                                               strict=True))}),
-                      self._state_out)
-               for state, w, o in zip(states, written, others, strict=True)]
-        return [p[0, 0] for p in probs], nxt
+        probs, nxt = step_objects(self._multi(), self.queue, frame,
+                                  [dict(zip(STATE_NAMES, s, strict=True)) for s in states])
+        return [p[0, 0] for p in probs], [_state(s, STATE_NAMES) for s in nxt]
 
     def close(self) -> None:
         if self._session is not None:
@@ -189,13 +175,6 @@ class GraphBackend:
 
 def _state(out: dict[str, np.ndarray], names: tuple[str, ...] | list[str]) -> State:
     return tuple(out[n] for n in names)
-
-
-def _numpy(rule, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A rule of model.objects (torch, K x ...) applied to K NumPy arrays."""
-    with torch.inference_mode():
-        first, second = rule(torch.from_numpy(np.stack(arrays)))
-    return list(first.numpy()), list(second.numpy())
 
 
 Backend = TorchBackend | GraphBackend

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
@@ -103,14 +104,27 @@ def memorize(student: Student, queue: int, state: MemoryState, key: torch.Tensor
 
 
 class EncodeStage(nn.Module):
-    """frame B x 3 x H x W → (key, query, f16, f8, f4): everything later stages read of it."""
+    """frame B x 3 x H x W → (key, query, f16, f8, f4): everything later stages read of it.
+
+    The trunk's f16, f8 and f4 leave through ``layout_anchor``: as they came out of the
+    trunk, onnx2tf 1.29.24 left those three outputs NCHW while it made key and query
+    NHWC (a clamp, a maximum or a double negation did not change that)."""
 
     def __init__(self, student: Student) -> None:
         super().__init__()
         self.student = student
 
     def forward(self, frame: torch.Tensor) -> KeyFeatures:
-        return self.student.key_encoder(frame)
+        enc = self.student.key_encoder(frame)
+        return KeyFeatures(enc.key, enc.query, *(layout_anchor(t) for t in enc[2:]))
+
+
+def layout_anchor(x: torch.Tensor) -> torch.Tensor:
+    """``x`` through a depthwise 1x1 convolution of weight 1: exact (x * 1.0, and 1.0 is
+    exact in fp16 too), a few multiplies a pixel, and a convolution's output, which
+    onnx2tf lays out NHWC like every other 4-D output."""
+    return F.conv2d(x, torch.ones(x.shape[1], 1, 1, 1, dtype=x.dtype, device=x.device),
+                    groups=x.shape[1])
 
 
 class StartStage(nn.Module):
@@ -136,10 +150,10 @@ class SegmentStage(nn.Module):
 
     def forward(self, key: torch.Tensor, query: torch.Tensor, f8: torch.Tensor,
                 f4: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
+                valid: torch.Tensor) -> tuple[torch.Tensor]:
         prob, _ = read_prob(self.student, key, query, f8, f4,
                             MemoryState(keys, values, valid))
-        return prob
+        return (prob,)
 
 
 class MemorizeStage(nn.Module):

@@ -24,6 +24,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def trunk_channels(name: str) -> tuple[int, int, int]:
+    """(f4, f8, f16) channels of the trunk ``make_trunk(name, ...)`` builds."""
+    return ResNet18Trunk.channels if name in ("resnet18", "resnet34") else \
+        MobileNetV2Trunk.channels
+
+
 def make_trunk(name: str, in_channels: int) -> MobileNetV2Trunk | ResNet18Trunk:
     if name == "resnet18":
         return ResNet18Trunk(in_channels)
