@@ -101,6 +101,28 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     assert not result.warnings
 
 
+def test_the_objects_rollout_gate_sees_a_dropped_other_objects_channel(exports, students):
+    """Negative control of the K-object gates: the exported ONNX graphs with memorize fed a
+    zero ``others`` (a conversion that lost the input) fail rollout_objects against
+    PyTorch; the graphs as exported pass."""
+    from mobilevos_deploy.export import api
+    from mobilevos_deploy.export.graphs import graph_specs
+    from mobilevos_deploy.export.runtimes import onnx_runner
+
+    folder = exports(NOASPP, 2).folder
+    student = students[NOASPP]
+    specs = graph_specs(student, 2, HEIGHT, WIDTH)
+    objects = api._objects_reference(student, 2, specs, HEIGHT, WIDTH)
+    assert (objects.masks0.reshape(2, -1).sum(1) > 0).all()  # both objects in frame 0
+    run = {g: onnx_runner(folder / f"{g}.onnx", specs[g]) for g in multi_graphs(2)}
+    assert api._objects_rollout_gates("ok", objects, 2, run, False).passed
+    memorize = run["memorize"]
+    run["memorize"] = lambda inputs: memorize(dict(inputs,
+                                                   others=np.zeros_like(inputs["others"])))
+    gate = api._objects_rollout_gates("dropped", objects, 2, run, False)
+    assert not gate.passed, gate.figures
+
+
 @pytest.mark.parametrize(("variant", "queue"), CASES)
 def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
     result = exports(variant, queue)
@@ -185,7 +207,15 @@ def test_state_loop_runs_from_the_manifest_alone(exports, variant):
     assert state["mem_valid"].min() == 1.0  # both slots filled after 5 steps
 
 
-def test_rerun_replaces_the_folder_whole(students, tmp_path):
+def test_rerun_replaces_the_folder_whole(students, tmp_path, monkeypatch):
+    """Staging and replacement only: the gates (tested above, on every export) are
+    switched off here, which takes two conversions' worth of gates out of the suite."""
+    from mobilevos_deploy.export import api
+
+    monkeypatch.setattr(api, "_reference_gates", lambda *a: [api.GateResult("none", True)])
+    monkeypatch.setattr(api, "_tflite_gates", lambda *a: [])
+    monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
+    monkeypatch.setattr(api, "_gpu_gate", lambda *a: (None, {"verdict": "not run"}))
     name, student = "mobilenetv2-noaspp", students["mobilenetv2-noaspp"]
     folder = tmp_path / "out"
     first = export_model(student, name, 1, 32, 48, folder, trained=False,

@@ -147,6 +147,25 @@ def test_several_objects_match_the_stcn_reference(students, n):
         assert (got[:, 2:] - alone[:, 2:]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_graph_loop_is_the_tracker(students, n):
+    """export/loop.py (the app loop over encode/start/segment/memorize, what mvos-run and the
+    export gates run) on the PyTorch graph modules is track_objects, frame by frame."""
+    from mobilevos_deploy.export.graphs import graph_module, graph_specs, multi_graphs
+    from mobilevos_deploy.export.loop import rollout_objects
+    from mobilevos_deploy.export.runtimes import torch_runner
+
+    student = students["mobilenetv2-noaspp"]
+    clip = scene_clip(6, 64, 96, seed=5)
+    labels = clip.ids()[0]
+    masks0 = torch.stack([(labels == i).float() for i in (1, 2)])
+    specs = graph_specs(student, n, 64, 96)
+    run = {g: torch_runner(graph_module(student, n, g), specs[g]) for g in multi_graphs(n)}
+    probs, _ = rollout_objects(run, n, clip.frames.numpy(), masks0.numpy())
+    expected = track_objects(student, clip.frames, masks0, n)[:, 1:]
+    torch.testing.assert_close(torch.from_numpy(probs), expected, atol=1e-5, rtol=0)
+
+
 def _slot_ids(stacked: torch.Tensor, queue: int) -> list[float]:
     hw = stacked.shape[2] // queue
     return [stacked[0, 0, s * hw].item() for s in range(queue)]

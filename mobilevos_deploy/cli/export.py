@@ -115,7 +115,7 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
         adapter = run["adapter"] or {}
         device = adapter.get("name", "?") + (" (software Vulkan, not a GPU)"
                                              if run["software_device"] else "")
-        lines.append(f"  GPU accelerator  {run['verdict']} on {device}; init + step parity "
+        lines.append(f"  GPU accelerator  {run['verdict']} on {device}; every graph's parity "
                      f"worst {worst:.2g} (fp32 enforced; fp16 compute "
                      f"{'available' if run['fp16_compute_available'] else 'not available'})")
     else:

@@ -59,3 +59,24 @@ def first_inputs(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if masks.shape[0] == 1:
         return masks, torch.zeros_like(masks)
     return masks, others_sum(masks)
+
+
+def memory_inputs_batched(probs: torch.Tensor, present: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training's form of :func:`memory_inputs`: B clips at once, each with up to K objects.
+
+    probs: B x K x 1 x H x W; present: B x K bool (a clip's absent slots are ignored: their
+    probability counts as 0 and they get none back). A clip with one present object keeps
+    its own probability and a zero second channel; a clip with several is aggregated over
+    its present objects, as :func:`memory_inputs` does (the others' sum here is the total
+    less the object's own, equal up to float rounding).
+    """
+    keep = present[:, :, None, None, None].to(probs.dtype)
+    probs = probs * keep
+    background = torch.prod(1 - probs, dim=1, keepdim=True)
+    every = torch.cat([background, probs], dim=1).clamp(CLAMP, 1 - CLAMP)
+    aggregated = torch.softmax(torch.log(every / (1 - every)), dim=1)[:, 1:] * keep
+    others = aggregated.sum(dim=1, keepdim=True) - aggregated
+    single = (present.sum(dim=1) <= 1)[:, None, None, None, None]
+    return (torch.where(single, probs, aggregated),
+            torch.where(single, torch.zeros_like(others), others))

@@ -24,6 +24,7 @@ from ..errors import CheckpointError
 from ..files import atomic_path
 from ..model.checkpoint import _read
 from ..model.config import StudentConfig
+from ..model.objects import memory_inputs_batched
 from ..model.student import Decoder, KeyEncoder, KeyFeatures, ValueEncoder, _init_weights
 from ..nn.readout import MemoryReadout
 
@@ -133,7 +134,10 @@ class Teacher(nn.Module):
             return out, memory._replace(frame=memory.frame + 1)
         return out, self.write(frame, enc, memory, torch.sigmoid(out.logits))
 
-    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor) -> list[TeacherFrame]:
+    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor,
+             present: torch.Tensor | None = None) -> list[TeacherFrame]:
+        if present is not None:
+            return run_clip_objects(self, frames, first_mask, present)
         return run_clip(self, frames, first_mask)
 
 
@@ -146,6 +150,33 @@ def run_clip(teacher: nn.Module, frames: torch.Tensor,
     for t in range(1, frames.shape[1]):
         frame_out, memory = teacher.step(frames[:, t], memory, t < frames.shape[1] - 1)
         out.append(frame_out)
+    return out
+
+
+def run_clip_objects(teacher: Teacher, frames: torch.Tensor, first: torch.Tensor,
+                     present: torch.Tensor) -> list[TeacherFrame]:
+    """:func:`run_clip` for up to K objects of each clip, the STCN way (as the student
+    trains: loop.student_clip_objects). first: B x K x H x W, present: B x K bool → T-1
+    outputs of BK rows (clip-major, then object). Each object reads its own copy of the
+    frame's encoding (the teacher only trains and distils; it is never exported)."""
+    b, k = first.shape[:2]
+
+    def per_object(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(k, dim=0)
+
+    masks = first[:, :, None] * present[:, :, None, None, None]
+    others = masks.sum(dim=1, keepdim=True) - masks
+    memory = teacher.start(per_object(frames[:, 0]), masks.flatten(0, 1), others.flatten(0, 1))
+    out = []
+    for t in range(1, frames.shape[1]):
+        frame = per_object(frames[:, t])
+        frame_out, enc = teacher.read(frame, memory)
+        out.append(frame_out)
+        if t < frames.shape[1] - 1:
+            probs = torch.sigmoid(frame_out.logits).unflatten(0, (b, k))
+            written, others = memory_inputs_batched(probs, present)
+            memory = teacher.write(frame, enc, memory, written.flatten(0, 1),
+                                   others.flatten(0, 1))
     return out
 
 
