@@ -260,7 +260,7 @@ def test_interrupted_export_stops_the_converter_and_leaves_nothing(students, tmp
     with pytest.raises(KeyboardInterrupt):
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False,
                      objects=False)
-    assert started and started[0]._proc.poll() is not None  # the worker was stopped
+    assert started and all(p.poll() is not None for p in started[0]._procs)  # stopped
     assert leftovers(tmp_path) == []
 
 
