@@ -82,6 +82,7 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
         for name in ("rollout_objects_onnx", "rollout_objects_tflite_fp32",
                      "rollout_objects_gpu"):
             assert gates[name]["min_iou"] >= 0.999 and gates[name]["max_prob_err"] <= 1e-3
+            assert gates[name]["closed_loop_min_iou"] >= 0.999
     assert result.manifest["gpu_check"]["verdict"] == "compatible"
     # LiteRT's GPU accelerator ran every shipped file, whole, at the step-parity limits
     run = result.manifest["gpu_run"]

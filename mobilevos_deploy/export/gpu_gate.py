@@ -18,8 +18,8 @@
    with precision loss allowed, as a phone runs them, against the PyTorch fp32 rollout,
    as ``parity.fp16_gate`` judges fp16 (``rollout_gpu_fp16``).
 4. With the K-object graphs: each of them in step 2 on its realistic input, and the
-   two-object loop (loop.py) closed on the GPU with fp32 enforced, pixel by pixel against
-   PyTorch's as the CPU runtimes' rollouts are judged (``rollout_objects_gpu``).
+   two-object loop (loop.py) on the GPU with fp32 enforced, judged against PyTorch's as the
+   CPU runtimes' are (``parity.objects_fp32_gate``: ``rollout_objects_gpu``).
 
 The figures, the Vulkan adapter and whether it is a software device go to the manifest
 under ``gpu_run``, beside the TensorFlow 2.17 analyzer's independent ``gpu_check``.
@@ -37,15 +37,15 @@ import numpy as np
 from ..errors import UserError
 from .gpu_run import GpuSession, LoadReport, computes_in_fp16, largest_tensor
 from .graphs import GraphSpec, multi_graphs
-from .loop import rollout_objects
+from .loop import looped_objects, rollout_objects
 from .parity import (
     GateError,
     GateResult,
     State,
     fp16_gate,
     looped_steps,
+    objects_fp32_gate,
     rollout,
-    rollout_gate,
     step_parity,
 )
 from .runtimes import gpu_runner, tflite_runner
@@ -70,8 +70,9 @@ class GpuInputs:
     reference: Callable[[], tuple[np.ndarray, list[State]]]
     # the K-object graphs: graph → (a realistic input, PyTorch's outputs on it)
     graph_inputs: dict[str, tuple[dict, dict]] = field(default_factory=dict)
-    # the two-object clip (frames, first masks K x H x W) and PyTorch's loop on it
-    objects: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # and the queue
+    # the two-object clip (frames, first masks K x H x W), PyTorch's loop on it, the queue
+    # and the states that loop read
+    objects: tuple[np.ndarray, np.ndarray, np.ndarray, int, list] | None = None
 
 
 def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
@@ -187,11 +188,13 @@ def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, Graph
 def _objects_rollout(session: GpuSession, specs: dict[str, GraphSpec],
                      ref: GpuInputs) -> GateResult:
     """The two-object loop on the GPU (fp32 files, fp32 enforced) against PyTorch's."""
-    frames, masks0, expected, queue = ref.objects
+    frames, masks0, expected, queue, states = ref.objects
     run = {g: gpu_runner(session, f"{g}_fp32", specs[g]) for g in multi_graphs(queue)}
-    probs, _ = rollout_objects(run, queue, frames, masks0)
+    closed, _ = rollout_objects(run, queue, frames, masks0)
+    looped = looped_objects(run, queue, frames, masks0, states)
     flat = expected.reshape(-1, *expected.shape[2:])
-    return rollout_gate("rollout_objects_gpu", flat, probs.reshape(flat.shape), 0.999, 1e-3)
+    return objects_fp32_gate("rollout_objects_gpu", flat, looped.reshape(flat.shape),
+                             closed.reshape(flat.shape))
 
 
 def _not_run(exc: UserError, allow_cpu_fallback: bool, warnings: list[str]
