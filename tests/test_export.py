@@ -159,7 +159,15 @@ def test_state_loop_runs_from_the_manifest_alone(exports, variant):
     assert state["mem_valid"].min() == 1.0  # both slots filled after 5 steps
 
 
-def test_rerun_replaces_the_folder_whole(students, tmp_path):
+def test_rerun_replaces_the_folder_whole(students, tmp_path, monkeypatch):
+    """Staging and replacement only: the gates (tested on every export above) are switched
+    off here (suite time)."""
+    from mobilevos_deploy.export import api
+
+    monkeypatch.setattr(api, "_reference_gates", lambda *a: [api.GateResult("none", True)])
+    monkeypatch.setattr(api, "_tflite_gates", lambda *a: [])
+    monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
+    monkeypatch.setattr(api, "_gpu_gate", lambda *a: (None, {"verdict": "not run"}))
     name, student = "mobilenetv2-noaspp", students["mobilenetv2-noaspp"]
     folder = tmp_path / "out"
     first = export_model(student, name, 1, 32, 48, folder, trained=False,

@@ -204,10 +204,12 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
     fails the export (the CPU interpreter's gates did not see it)."""
     monkeypatch.setattr(stages_module, "pass_through", lambda x: x)
     with pytest.raises(AssertionError, match="an output is also an input tensor"):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "a", trained=False)
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "a", trained=False,
+                     precisions=["fp32"])
     monkeypatch.setattr(api, "check_io", lambda path, spec: None)
     with pytest.raises(GateError) as err:
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "b", trained=False)
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "b", trained=False,
+                     precisions=["fp32"])
     message = str(err.value)
     assert "gpu_parity" in message and "step_fp32 prob" in message
     assert "rollout_tflite" not in message  # XNNPACK runs the aliased file correctly

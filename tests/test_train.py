@@ -155,14 +155,13 @@ def test_train_student_logs_every_term_validates_and_exports(dataset, teacher_ck
         if isinstance(module, torch.nn.BatchNorm2d):
             for key in ("weight", "bias", "running_mean", "running_var"):
                 assert torch.equal(after[f"{name}.{key}"], before[f"{name}.{key}"]), name
-    from mobilevos_deploy.cli.export import main as export_main
+    # what mvos-export --ckpt loads (its exports of a saved checkpoint are gated in
+    # test_export_gates.py::test_cli_exports_a_checkpoint_marked_trained; suite time)
+    from mobilevos_deploy.model.checkpoint import student_for
 
-    exported = CliRunner().invoke(export_main, ["--ckpt", str(out / "last.pt"), "--queue", "2",
-                                                "--size", SIZE, "--precision", "fp32",
-                                                "--out", str(tmp_path / "export")])
-    assert exported.exit_code == 0, exported.output
-    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
-    assert manifest["variant"] == "mobilenetv2-noaspp"
+    chosen = student_for(str(out / "last.pt"), None)
+    assert chosen.trained and chosen.variant == "mobilenetv2-noaspp"
+    assert all(torch.equal(v, after[k]) for k, v in chosen.student.state_dict().items())
 
 
 def test_resume_continues_and_refuses_other_settings(dataset, tmp_path):
