@@ -32,10 +32,18 @@ import time
 from pathlib import Path
 
 import torch
-from train_default import COMMON, MODEL_SIZE, SETS, STAGES, STUDENT, held_out, make_set, run_stage
+from train_default import (
+    COMMON,
+    MODEL_SIZE,
+    SETS,
+    STAGES,
+    STUDENT,
+    held_out,
+    make_set,
+    run_stage,
+    student_backend,
+)
 
-from mobilevos_deploy.inference.backends import TorchBackend
-from mobilevos_deploy.model.checkpoint import load_checkpoint
 from mobilevos_deploy.train.loop import TEACHER, TrainSettings
 from mobilevos_deploy.train.losses import LossConfig
 from mobilevos_deploy.train.teacher import load_teacher
@@ -92,12 +100,11 @@ def main() -> None:
     rows = {}
     start = time.perf_counter()
     rows["teacher (memory of every frame)"] = held_out(
-        teacher, sets["test"], args.out / "test_results" / "teacher",
-        TeacherBackend(load_teacher(teacher, mem_every=1), *MODEL_SIZE))
+        TeacherBackend(load_teacher(teacher, mem_every=1), *MODEL_SIZE), sets["test"],
+        args.out / "test_results" / "teacher")
     for key, (label, _) in ARMS.items():
-        backend = TorchBackend(load_checkpoint(finals[key], STUDENT).student, 2, *MODEL_SIZE)
-        rows[f"{STUDENT}, {label}"] = held_out(finals[key], sets["test"],
-                                               arms_dir / "test_results" / key, backend)
+        rows[f"{STUDENT}, {label}"] = held_out(student_backend(finals[key]), sets["test"],
+                                               arms_dir / "test_results" / key)
     seconds["scoring"] = time.perf_counter() - start
     lines = ["| network | J&F all | J all | F all | J&F scene | J&F shapes |",
              "|---|---|---|---|---|---|"]

@@ -80,12 +80,15 @@ def run_stage(settings: TrainSettings) -> float:
     return time.perf_counter() - start
 
 
-def held_out(ckpt: Path, test: Path, results: Path, backend=None) -> dict:
-    """J&F of the student (or of ``backend``, any mvos-run backend) and of the copy-first
-    baseline on the test clips, per kind and all together; the masks go to ``results``
-    (one folder per clip, as mvos-run writes)."""
-    if backend is None:
-        backend = TorchBackend(load_checkpoint(ckpt, STUDENT).student, 2, *MODEL_SIZE)
+def student_backend(ckpt: Path) -> TorchBackend:
+    """The student of ``ckpt`` as the held-out clips are scored: PyTorch, queue 2, 480x864."""
+    return TorchBackend(load_checkpoint(ckpt, STUDENT).student, 2, *MODEL_SIZE)
+
+
+def held_out(backend, test: Path, results: Path) -> dict:
+    """J&F of ``backend`` (any mvos-run backend) and of the copy-first baseline on the test
+    clips, per kind and all together; the masks go to ``results`` (one folder per clip, as
+    mvos-run writes)."""
     frames, annotations = test / "JPEGImages" / "480p", test / "Annotations" / "480p"
     names = sorted(p.name for p in annotations.iterdir())
     for name in names:
@@ -160,7 +163,7 @@ def main() -> None:
     val_baseline = evaluate(None, sets["val"] / "Annotations" / "480p").global_row()
     plot(runs, args.plot or args.out / "curves.png", val_baseline["J&F-Mean"])
     start = time.perf_counter()
-    scores = held_out(init, sets["test"], args.out / "test_results")
+    scores = held_out(student_backend(init), sets["test"], args.out / "test_results")
     seconds["test"] = time.perf_counter() - start
     report = {"checkpoint": str(init), "scores": scores,
               "val_copy_first_jf": val_baseline["J&F-Mean"], "seconds": seconds}

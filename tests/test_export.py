@@ -209,8 +209,8 @@ def test_state_loop_runs_from_the_manifest_alone(exports, variant):
 
 
 def test_rerun_replaces_the_folder_whole(students, tmp_path, monkeypatch):
-    """Staging and replacement only: the gates (tested above, on every export) are
-    switched off here, which takes two conversions' worth of gates out of the suite."""
+    """Staging and replacement only: the gates (tested on every export above) are switched
+    off here (suite time)."""
     from mobilevos_deploy.export import api
 
     monkeypatch.setattr(api, "_reference_gates", lambda *a: [api.GateResult("none", True)])

@@ -205,7 +205,7 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
     monkeypatch.setattr(stages_module, "pass_through", lambda x: x)
     with pytest.raises(AssertionError, match="an output is also an input tensor"):
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "a", trained=False,
-                     objects=False)
+                     objects=False, precisions=["fp32"])
     monkeypatch.setattr(api, "check_io", lambda path, spec: None)
     with pytest.raises(GateError) as err:
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "b", trained=False,
