@@ -166,6 +166,33 @@ def test_the_graph_loop_is_the_tracker(students, n):
     torch.testing.assert_close(torch.from_numpy(probs), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_the_apps_numpy_aggregation_is_the_pytorch_rule(k):
+    """export.loop.aggregate (NumPy, the odds form, what the app loop runs between the
+    graphs) against model.objects.memory_inputs (STCN's log-odds softmax, what PyTorch and
+    training run), on probabilities that include exact 0 and 1 and overlapping objects."""
+    import numpy as np
+
+    from mobilevos_deploy.export.loop import aggregate
+    from mobilevos_deploy.model.objects import memory_inputs
+
+    gen = torch.Generator().manual_seed(k)
+    probs = torch.rand(k, 1, 1, 24, 40, generator=gen)
+    probs[:, ..., :4] = 0.0
+    probs[:, ..., 4:8] = 1.0  # every object sure of the same pixels
+    probs[0, ..., 8:12] = 1.0
+    written, others = aggregate(list(probs.numpy()))
+    expected_written, expected_others = memory_inputs(probs)
+    assert len(written) == len(others) == k
+    assert all(w.dtype == np.float32 and w.shape == (1, 1, 24, 40) for w in written)
+    torch.testing.assert_close(torch.from_numpy(np.stack(written)), expected_written,
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(np.stack(others)), expected_others,
+                               atol=1e-6, rtol=0)
+    if k == 1:  # one object: its own probability, a zero channel, nothing aggregated
+        assert np.array_equal(written[0], probs[0].numpy()) and not others[0].any()
+
+
 def _slot_ids(stacked: torch.Tensor, queue: int) -> list[float]:
     hw = stacked.shape[2] // queue
     return [stacked[0, 0, s * hw].item() for s in range(queue)]

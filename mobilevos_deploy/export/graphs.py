@@ -80,21 +80,22 @@ def config_specs(cfg: StudentConfig, queue: int, height: int,
     hw = (height // 16) * (width // 16)
     readout = TensorSpec("readout", (1, cfg.value_dim, hw), "float32", "B,Cv,h*w")
     h, w = height // STRIDE, width // STRIDE
-    c4, c8, c16 = trunk_channels(cfg.key_backbone)
+    c16 = trunk_channels(cfg.key_backbone)[2]
 
     def nchw(name: str, channels: int, scale: int = 1) -> TensorSpec:
         return TensorSpec(name, (1, channels, scale * h, scale * w), "float32", "NCHW")
 
     key, query, f16 = nchw("key", cfg.key_dim), nchw("query", cfg.query_dim), nchw("f16", c16)
-    f8, f4 = nchw("f8", c8, 2), nchw("f4", c4, 4)
+    d16, d8, _ = cfg.decoder_dims  # the decoder's skip convolutions (EncodedFrame)
+    skip8, skip4 = nchw("skip8", d16, 2), nchw("skip4", d8, 4)
     others = TensorSpec("others", (1, 1, height, width), "float32", "NCHW [0,1]")
     specs = {
         "init": GraphSpec("init", (frame, mask), state),
         "step": GraphSpec("step", (frame, *state), (prob, *nxt)),
         "probe": GraphSpec("probe", (frame, *state), (prob, *nxt, readout)),
-        "encode": GraphSpec("encode", (frame,), (key, query, f16, f8, f4)),
+        "encode": GraphSpec("encode", (frame,), (key, query, f16, skip8, skip4)),
         "start": GraphSpec("start", (key, f16, mask, others), state),
-        "segment": GraphSpec("segment", (key, query, f8, f4, *state), (prob,)),
+        "segment": GraphSpec("segment", (key, query, skip8, skip4, *state), (prob,)),
     }
     if queue > 1:
         specs["memorize"] = GraphSpec("memorize", (key, f16, prob, others, *state), nxt)

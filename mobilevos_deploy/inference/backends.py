@@ -74,10 +74,9 @@ class TorchBackend:
     @torch.inference_mode()
     def step(self, frame: np.ndarray, states: list[State]) -> tuple[list[np.ndarray],
                                                                    list[State]]:
-        enc = self.student.key_encoder(torch.from_numpy(frame))
+        enc = self.student.encode_frame(torch.from_numpy(frame))
         memories = [MemoryState(*(torch.from_numpy(s) for s in state)) for state in states]
-        probs = torch.stack([read_prob(self.student, enc.key, enc.query, enc.f8, enc.f4,
-                                       memory)[0] for memory in memories])
+        probs = torch.stack([read_prob(self.student, enc, memory)[0] for memory in memories])
         written, others = memory_inputs(probs)
         nxt = [tuple(t.numpy() for t in memorize(self.student, self.queue, memory, enc.key,
                                                  enc.f16, w, o))

@@ -108,9 +108,8 @@ def track_objects(student: Student, frames: torch.Tensor, first_masks: torch.Ten
                                                                             strict=True)]
     out = [masks[:, 0, 0]]
     for t in range(1, frames.shape[0]):
-        enc = student.key_encoder(frames[t : t + 1])
-        probs = torch.stack([read_prob(student, enc.key, enc.query, enc.f8, enc.f4, s)[0]
-                             for s in states])
+        enc = student.encode_frame(frames[t : t + 1])
+        probs = torch.stack([read_prob(student, enc, s)[0] for s in states])
         written, others = memory_inputs(probs)
         states = [memorize(student, queue, s, enc.key, enc.f16, w, o)
                   for s, w, o in zip(states, written, others, strict=True)]

@@ -12,8 +12,8 @@ summed in that channel (no aggregation: the given masks do not overlap).
 One object is left exactly as it was: no aggregation (STCN's would sharpen its
 probability), the second channel zero.
 
-The same rule in NumPy for the runtimes' app loop is
-:func:`mobilevos_deploy.inference.segment.memory_inputs`; the two are tested equal.
+The runtimes' app loop (mobilevos_deploy.export.loop) applies these same functions to
+its NumPy arrays.
 """
 
 from __future__ import annotations

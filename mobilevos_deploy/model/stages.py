@@ -9,7 +9,8 @@ so a deployed loop is ``prob, *state = step(frame, *state)``.
 
 K objects, the frame encoded once (STCN's multi-object semantics, mvos_deploy.model.objects):
 
-``EncodeStage``: frame → the encoded frame (key, query, f16, f8, f4), once per frame.
+``EncodeStage``: frame → the encoded frame (key, query, f16 and the decoder's two skip
+convolutions), once per frame.
 ``StartStage``: encoded frame + one object's first mask + the other objects' masks summed
 → that object's initial state.
 ``SegmentStage``: encoded frame + one object's state → its probability (state unchanged).
@@ -32,11 +33,11 @@ from torch import nn
 from ..errors import UserError
 from .config import StudentConfig
 from .memory import MemoryState, flatten_hw, initial_state, push
-from .student import KeyFeatures, Student
+from .student import EncodedFrame, Student
 
 STRIDE = 16
 STATE_NAMES = ("mem_keys", "mem_values", "mem_valid")
-ENCODED_NAMES = KeyFeatures._fields  # key, query, f16, f8, f4
+ENCODED_NAMES = EncodedFrame._fields  # key, query, f16, skip8, skip4
 
 
 @dataclass(frozen=True)
@@ -80,17 +81,19 @@ class InitStage(nn.Module):
         self.queue = queue
 
     def forward(self, frame: torch.Tensor, mask: torch.Tensor) -> MemoryState:
-        enc = self.student.key_encoder(frame)
+        enc = self.student.key_encoder(frame)  # no decoder here: the skips are not needed
         value = self.student.encode_value(mask, enc.f16)
         return initial_state(enc.key, value, self.queue)
 
 
-def read_prob(student: Student, key: torch.Tensor, query: torch.Tensor, f8: torch.Tensor,
-              f4: torch.Tensor, state: MemoryState) -> tuple[torch.Tensor, torch.Tensor]:
+def read_prob(student: Student, enc: EncodedFrame,
+              state: MemoryState) -> tuple[torch.Tensor, torch.Tensor]:
     """The encoded frame read against one object's memory → (probability B x 1 x H x W,
     the read-out B x Cv x h x w)."""
-    readout = student.readout(*state, key)
-    return torch.sigmoid(student.decoder(readout, query, f8, f4)), readout
+    readout = student.readout(*state, enc.key)
+    logit = student.decoder.head(student.decoder.joined(readout, enc.query, enc.skip8,
+                                                        enc.skip4))
+    return torch.sigmoid(logit), readout
 
 
 def memorize(student: Student, queue: int, state: MemoryState, key: torch.Tensor,
@@ -104,19 +107,24 @@ def memorize(student: Student, queue: int, state: MemoryState, key: torch.Tensor
 
 
 class EncodeStage(nn.Module):
-    """frame B x 3 x H x W → (key, query, f16, f8, f4): everything later stages read of it.
+    """frame B x 3 x H x W → (key, query, f16, skip8, skip4): everything later stages read
+    of it (``Student.encode_frame``).
 
-    The trunk's f16, f8 and f4 leave through ``layout_anchor``: as they came out of the
-    trunk, onnx2tf 1.29.24 left those three outputs NCHW while it made key and query
-    NHWC (a clamp, a maximum or a double negation did not change that)."""
+    The skips are the decoder's skip convolutions of f8 and f4, not the trunk features:
+    they depend on the frame alone, so K objects share them (at 480x864 on LiteRT's CPU
+    interpreter, bench.op_profile timed them at 7.5 and 5.4 ms of a 62.6 ms segment that
+    still held them). The trunk's f16 leaves through
+    ``layout_anchor``: as it came out of the trunk, onnx2tf 1.29.24 left such outputs NCHW
+    while it made key and query NHWC (a clamp, a maximum or a double negation did not
+    change that)."""
 
     def __init__(self, student: Student) -> None:
         super().__init__()
         self.student = student
 
-    def forward(self, frame: torch.Tensor) -> KeyFeatures:
-        enc = self.student.key_encoder(frame)
-        return KeyFeatures(enc.key, enc.query, *(layout_anchor(t) for t in enc[2:]))
+    def forward(self, frame: torch.Tensor) -> EncodedFrame:
+        enc = self.student.encode_frame(frame)
+        return enc._replace(f16=layout_anchor(enc.f16))
 
 
 def layout_anchor(x: torch.Tensor) -> torch.Tensor:
@@ -142,17 +150,17 @@ class StartStage(nn.Module):
 
 
 class SegmentStage(nn.Module):
-    """(key, query, f8, f4, mem_keys, mem_values, mem_valid) → prob B x 1 x H x W."""
+    """(key, query, skip8, skip4, mem_keys, mem_values, mem_valid) → prob B x 1 x H x W."""
 
     def __init__(self, student: Student) -> None:
         super().__init__()
         self.student = student
 
-    def forward(self, key: torch.Tensor, query: torch.Tensor, f8: torch.Tensor,
-                f4: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    def forward(self, key: torch.Tensor, query: torch.Tensor, skip8: torch.Tensor,
+                skip4: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 valid: torch.Tensor) -> tuple[torch.Tensor]:
-        prob, _ = read_prob(self.student, key, query, f8, f4,
-                            MemoryState(keys, values, valid))
+        enc = EncodedFrame(key, query, None, skip8, skip4)  # f16: memorize's, not read here
+        prob, _ = read_prob(self.student, enc, MemoryState(keys, values, valid))
         return (prob,)
 
 
@@ -212,14 +220,9 @@ class StepStage(nn.Module):
         values: torch.Tensor,  # B x Cv x N
         valid: torch.Tensor,  # B x 1 x N
     ) -> tuple[torch.Tensor, ...]:
-        return self.segment(self.student.key_encoder(frame), keys, values, valid)
-
-    def segment(self, enc, keys: torch.Tensor, values: torch.Tensor,
-                valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The step after the frame's encoding ``enc`` (the key encoder's output), so that
-        several objects' states can share one encoding of the frame."""
+        enc = self.student.encode_frame(frame)
         state = MemoryState(keys, values, valid)
-        prob, readout = read_prob(self.student, enc.key, enc.query, enc.f8, enc.f4, state)
+        prob, readout = read_prob(self.student, enc, state)
         if self.queue > 1:
             state = memorize(self.student, self.queue, state, enc.key, enc.f16, prob)
         else:

@@ -46,6 +46,17 @@ class KeyFeatures(NamedTuple):
     f4: torch.Tensor  # B x C4 x 4h x 4w - decoder skip
 
 
+class EncodedFrame(NamedTuple):
+    """Everything the stages after the key encoder read of one frame, object-independent:
+    what the K-object loop computes once per frame (stages.EncodeStage)."""
+
+    key: torch.Tensor  # B x Ck x h x w
+    query: torch.Tensor  # B x Cq x h x w
+    f16: torch.Tensor  # B x C16 x h x w - fused into the value
+    skip8: torch.Tensor  # B x d16 x 2h x 2w - the decoder's skip convolution of f8
+    skip4: torch.Tensor  # B x d8 x 4h x 4w - the decoder's skip convolution of f4
+
+
 class KeyEncoder(nn.Module):
     """Frame → key, query features and skips. Normalises the [0, 1] RGB frame itself."""
 
@@ -104,8 +115,18 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """The representation before the final conv and upsampling: B x d4 x 4h x 4w.
         This is Z of the distillation losses (mobilevos_deploy.train.losses)."""
+        return self.joined(readout, query, *self.skips(f8, f4))
+
+    def skips(self, f8: torch.Tensor, f4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The skip convolutions of both upsampling stages: they read the frame's trunk
+        alone, so several objects share them (B x d16 x 2h x 2w, B x d8 x 4h x 4w)."""
+        return self.up_16_8.skip_conv(f8), self.up_8_4.skip_conv(f4)
+
+    def joined(self, readout: torch.Tensor, query: torch.Tensor, skip8: torch.Tensor,
+               skip4: torch.Tensor) -> torch.Tensor:
+        """``features`` from the skips already convolved (``skips``): the same operations."""
         x = self.aspp(self.compress(torch.cat([readout, query], dim=1)))
-        return F.relu(self.up_8_4(f4, self.up_16_8(f8, x)))
+        return F.relu(self.up_8_4.join(skip4, self.up_16_8.join(skip8, x)))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """B x d4 x 4h x 4w features → B x 1 x H x W mask logit."""
@@ -124,6 +145,11 @@ class Student(nn.Module):
         self.value_encoder = ValueEncoder(cfg, c16)
         self.readout = MemoryReadout(cfg.key_dim)
         self.decoder = Decoder(cfg, (c4, c8))
+
+    def encode_frame(self, frame: torch.Tensor) -> EncodedFrame:
+        """frame B x 3 x H x W → what every object's segment and memorize read of it."""
+        enc = self.key_encoder(frame)
+        return EncodedFrame(enc.key, enc.query, enc.f16, *self.decoder.skips(enc.f8, enc.f4))
 
     def encode_value(self, prob: torch.Tensor, key_f16: torch.Tensor,
                      others: torch.Tensor | None = None) -> torch.Tensor:
