@@ -35,6 +35,11 @@ def trained() -> ChosenStudent:
     return chosen
 
 
+def ships_objects(variant: str, queue: int) -> bool:
+    """Whether the ``exports`` fixture's folder of (variant, queue) has the K-object graphs."""
+    return variant == TRAINED or (variant == DEFAULT_VARIANT and queue == 2)
+
+
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory, students, trained):
     """Lazily exported folders, one per (variant, queue), shared by the whole session;
@@ -57,7 +62,7 @@ def exports(tmp_path_factory, students, trained):
             else:
                 done[variant, queue] = export_model(
                     students[variant], variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH, folder,
-                    trained=False, objects=variant == DEFAULT_VARIANT and queue == 2)
+                    trained=False, objects=ships_objects(variant, queue))
         return done[variant, queue]
 
     return get

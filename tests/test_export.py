@@ -30,7 +30,7 @@ from mobilevos_deploy.model.config import StudentConfig
 
 from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
-from .conftest import TRAINED, VARIANTS
+from .conftest import TRAINED, VARIANTS, ships_objects
 
 # the seeded students at queue 2 (the default one also at 1), and the shipped trained
 # student at the default queue
@@ -50,7 +50,7 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
                 "rollout_tflite_fp16", "rollout_fp16_compute", "gpu_parity"}
     if result.manifest["gpu_run"]["fp16_compute_available"]:
         expected.add("rollout_gpu_fp16")  # only where the Vulkan device computes in fp16
-    graphs = shipped_graphs(queue, variant in (NOASPP, TRAINED))  # as conftest exports them
+    graphs = shipped_graphs(queue, ships_objects(variant, queue))
     assert set(result.manifest["graphs"]) == set(graphs)
     multi = multi_graphs(queue) if "encode" in graphs else ()
     if multi:
@@ -137,7 +137,7 @@ def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
     else:
         assert on_disk["trained"] is False and on_disk["checkpoint"] is None
     files = sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
-    graphs = shipped_graphs(queue, variant in (NOASPP, TRAINED))
+    graphs = shipped_graphs(queue, ships_objects(variant, queue))
     assert files == sorted(on_disk["files"]) == sorted(
         f"{g}{ext}" for g in graphs for ext in (".onnx", "_fp32.tflite", "_fp16.tflite"))
     for name, entry in on_disk["files"].items():

@@ -394,7 +394,7 @@ def _start_export(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
                             preexec_fn=_default_signals)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the converter worker runs in a staging folder
-        if list(out.parent.glob(".staging-*/.work/jobs.json")) and _children(proc.pid):
+        if list(out.parent.glob(".staging-*/.work/jobs*.json")) and _children(proc.pid):
             return proc, out
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.2)

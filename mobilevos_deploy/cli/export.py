@@ -89,10 +89,14 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
         op = g["objects_parity"]
         worst = max(v for k, v in op.items() if k != "passed" and "pytorch_" not in k)
         dep = g["objects_dependence"]
-        lines.append(f"  K objects        encode/start/segment/memorize parity worst {worst:.2g}"
-                     f"; zeroing memory moves segment by "
-                     f"{dep['segment_max_prob_change']:.3f}, zeroing the other objects moves "
-                     f"memorize by {dep.get('memorize_max_value_change', float('nan')):.3f}")
+        graphs = "encode/start/segment/memorize" if "memorize_max_value_change" in dep else (
+            "encode/start/segment (queue 1: no memorize)")
+        line = (f"  K objects        {graphs} parity worst {worst:.2g}; zeroing memory moves "
+                f"segment by {dep['segment_max_prob_change']:.3f}")
+        if "memorize_max_value_change" in dep:
+            line += (", zeroing the other objects moves memorize by "
+                     f"{dep['memorize_max_value_change']:.3g}")
+        lines.append(line)
     for key in ("rollout_onnx", "rollout_tflite_fp32", "rollout_tflite_fp16",
                 "rollout_fp16_compute", "rollout_gpu_fp16", "rollout_objects_onnx",
                 "rollout_objects_tflite_fp32", "rollout_objects_tflite_fp16",
