@@ -14,14 +14,14 @@
 4. Stage 3, larger crops: from stage 2's weights, 192x320 crops (a 12x20 stride-16
    memory instead of 8x8, so the network learns to pick its object among more
    positions), batch 4, lr 3e-4 cosine, 1000 iterations, seed 2.
-5. Stage 4, objects jointly (STCN's multi-object training, issue 16): from stage 3's
-   weights, up to 3 objects of each clip at once at stage 3's crops, each object's memory
-   written from the soft-aggregated probabilities with the other objects' sum in the value
-   encoder's second channel, as the K-object loop deploys it; lr 1e-4 cosine, 600
-   iterations, seed 3. Stages 1-3 train one object at a time with that channel zero, and
-   weight decay drove its first-layer weights to ~1e-9: the network ignored the other
-   objects until this stage.
-6. Scores the result on the held-out test clips at 480x864 (PyTorch, queue 2, every
+5. With ``--joint`` (not the shipped student; docs/TRAINING.md, "Stage 4"): stage 4,
+   objects jointly (STCN's multi-object training, issue 16): from stage 3's weights, up to
+   3 objects of each clip at once at stage 3's crops, each object's memory written from
+   the soft-aggregated probabilities with the other objects' sum in the value encoder's
+   second channel, as the K-object loop deploys it; lr 1e-4 cosine, 600 iterations, seed
+   3. Stages 1-3 train one object at a time with that channel zero, and weight decay drove
+   its first-layer weights to ~1e-9: the network ignores the other objects without it.
+6. Scores the last stage's result on the held-out test clips at 480x864 (PyTorch, queue 2, every
    object, through mvos-run's runner and mvos-eval's J&F) beside the copy-the-first-mask
    baseline on the same clips, and plots the loss and validation curves of every stage.
 
@@ -62,8 +62,8 @@ STAGES = {"stage1": dict(frames=2, iters=1500, schedule="constant"),
           "stage2": dict(frames=3, iters=3000, schedule="cosine"),
           "stage3": dict(frames=3, iters=1000, schedule="cosine", size=(192, 320), batch=4,
                          lr=3e-4, val_every=300, save_every=300, seed=2)}
-# After STAGES (which the Table-5 ablation, benchmarks/train_ablation.py, trains too): the
-# shipped student's multi-object stage.
+# After STAGES (the shipped student's recipe, which the Table-5 ablation trains too), with
+# --joint: the objects of a clip trained jointly (trained and measured, not shipped).
 JOINT = {"stage4": dict(frames=3, iters=600, schedule="cosine", size=(192, 320), batch=4,
                         lr=1e-4, objects=3, val_every=200, save_every=200, seed=3)}
 
@@ -157,9 +157,11 @@ def main() -> None:
                         "(default: OUT/data).")
     parser.add_argument("--plot", type=Path, default=None, help="Curves PNG "
                         "(default: OUT/curves.png).")
+    parser.add_argument("--joint", action="store_true", help="Stage 4 after stage 3: the "
+                        "objects of a clip trained jointly.")
     parser.add_argument("--stage3", type=Path, default=None, help="Stage 3's weights "
-                        "(e.g. mvos-synth-noaspp-v2's file): stages 1-3 are not trained, "
-                        "stage 4 starts from these.")
+                        "(e.g. mvos-synth-noaspp-v2's file): only stage 4 is trained, from "
+                        "these (implies --joint).")
     args = parser.parse_args()
     data = args.data or args.out / "data"
     start = time.perf_counter()
@@ -167,7 +169,7 @@ def main() -> None:
     seconds = {"data": time.perf_counter() - start}
     init = None
     runs = {}
-    stages = {**STAGES, **JOINT}
+    stages = {**STAGES, **JOINT} if args.joint else STAGES
     if args.stage3 is not None:
         init, stages = args.stage3, JOINT
     for name, stage in stages.items():

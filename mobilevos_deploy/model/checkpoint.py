@@ -24,11 +24,11 @@ from .student import Student, build_student
 _SHOW = 5  # names listed per problem before "... and N more"
 
 # The trained default student: what every command uses when given neither --ckpt nor
-# another --variant (models/mvos-synth-noaspp-v3.md is its model card). SEEDED, passed as
+# another --variant (models/mvos-synth-noaspp-v2.md is its model card). SEEDED, passed as
 # --ckpt, asks for the seeded random-initialised student instead.
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_CHECKPOINT = MODELS / "mobilenetv2-noaspp_synth.pt"
-DEFAULT_NAME = "mvos-synth-noaspp-v3"
+DEFAULT_NAME = "mvos-synth-noaspp-v2"
 SEEDED = "seeded"
 
 
