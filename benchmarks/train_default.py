@@ -14,7 +14,14 @@
 4. Stage 3, larger crops: from stage 2's weights, 192x320 crops (a 12x20 stride-16
    memory instead of 8x8, so the network learns to pick its object among more
    positions), batch 4, lr 3e-4 cosine, 1000 iterations, seed 2.
-5. Scores the result on the held-out test clips at 480x864 (PyTorch, queue 2, every
+5. With ``--joint`` (not the shipped student; docs/TRAINING.md, "Stage 4"): stage 4,
+   objects jointly (STCN's multi-object training, issue 16): from stage 3's weights, up to
+   3 objects of each clip at once at stage 3's crops, each object's memory written from
+   the soft-aggregated probabilities with the other objects' sum in the value encoder's
+   second channel, as the K-object loop deploys it; lr 1e-4 cosine, 600 iterations, seed
+   3. Stages 1-3 train one object at a time with that channel zero, and weight decay drove
+   its first-layer weights to ~1e-9: the network ignores the other objects without it.
+6. Scores the last stage's result on the held-out test clips at 480x864 (PyTorch, queue 2, every
    object, through mvos-run's runner and mvos-eval's J&F) beside the copy-the-first-mask
    baseline on the same clips, and plots the loss and validation curves of every stage.
 
@@ -55,6 +62,10 @@ STAGES = {"stage1": dict(frames=2, iters=1500, schedule="constant"),
           "stage2": dict(frames=3, iters=3000, schedule="cosine"),
           "stage3": dict(frames=3, iters=1000, schedule="cosine", size=(192, 320), batch=4,
                          lr=3e-4, val_every=300, save_every=300, seed=2)}
+# After STAGES (the shipped student's recipe, which the Table-5 ablation trains too), with
+# --joint: the objects of a clip trained jointly (trained and measured, not shipped).
+JOINT = {"stage4": dict(frames=3, iters=600, schedule="cosine", size=(192, 320), batch=4,
+                        lr=1e-4, objects=3, val_every=200, save_every=200, seed=3)}
 
 
 def make_set(root: Path, name: str) -> Path:
@@ -112,7 +123,7 @@ def plot(runs: dict[str, Path], path: Path, baseline: float) -> None:
 
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     offset = 0
-    colors = ("tab:blue", "tab:orange", "tab:green")
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
     for (name, folder), color in zip(runs.items(), colors, strict=False):
         records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
         losses = [(r["iter"], r["loss"]) for r in records if "loss" in r]
@@ -146,6 +157,11 @@ def main() -> None:
                         "(default: OUT/data).")
     parser.add_argument("--plot", type=Path, default=None, help="Curves PNG "
                         "(default: OUT/curves.png).")
+    parser.add_argument("--joint", action="store_true", help="Stage 4 after stage 3: the "
+                        "objects of a clip trained jointly.")
+    parser.add_argument("--stage3", type=Path, default=None, help="Stage 3's weights "
+                        "(e.g. mvos-synth-noaspp-v2's file): only stage 4 is trained, from "
+                        "these (implies --joint).")
     args = parser.parse_args()
     data = args.data or args.out / "data"
     start = time.perf_counter()
@@ -153,7 +169,10 @@ def main() -> None:
     seconds = {"data": time.perf_counter() - start}
     init = None
     runs = {}
-    for name, stage in STAGES.items():
+    stages = {**STAGES, **JOINT} if args.joint else STAGES
+    if args.stage3 is not None:
+        init, stages = args.stage3, JOINT
+    for name, stage in stages.items():
         out = args.out / name
         settings = TrainSettings(out=out, data=(sets["train"],), val=sets["val"], init=init,
                                  **{**COMMON, **stage})

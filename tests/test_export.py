@@ -20,19 +20,26 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from mobilevos_deploy.export.api import export_model
+from mobilevos_deploy.export.api import export_model, shipped_graphs
+from mobilevos_deploy.export.graphs import config_specs, multi_graphs
 from mobilevos_deploy.export.manifest import sha256
 from mobilevos_deploy.export.parity import FLOOR_FACTOR, nchw_clip
 from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT, DEFAULT_NAME
 from mobilevos_deploy.model.config import DEFAULT_VARIANT as NOASPP
+from mobilevos_deploy.model.config import StudentConfig
 
 from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
-from .conftest import TRAINED, VARIANTS
+from .conftest import TRAINED, VARIANTS, ships_objects
 
 # the seeded students at queue 2 (the default one also at 1), and the shipped trained
 # student at the default queue
 CASES = [(v, 2) for v in VARIANTS] + [(NOASPP, 1), (TRAINED, 2)]
+
+
+def _specs(result):
+    m = result.manifest
+    return config_specs(StudentConfig.from_dict(m["config"]), m["queue"], *m["size"])
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)
@@ -43,6 +50,13 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
                 "rollout_tflite_fp16", "rollout_fp16_compute", "gpu_parity"}
     if result.manifest["gpu_run"]["fp16_compute_available"]:
         expected.add("rollout_gpu_fp16")  # only where the Vulkan device computes in fp16
+    graphs = shipped_graphs(queue, ships_objects(variant, queue))
+    assert set(result.manifest["graphs"]) == set(graphs)
+    multi = multi_graphs(queue) if "encode" in graphs else ()
+    if multi:
+        expected |= {"objects_parity", "objects_dependence", "rollout_objects_onnx",
+                     "rollout_objects_tflite_fp32", "rollout_objects_tflite_fp16",
+                     "rollout_objects_gpu"}
     assert set(gates) == expected
     assert all(g["passed"] for g in gates.values())
     parity = gates["step_parity"]
@@ -55,12 +69,25 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     assert gates["rollout_tflite_fp32"]["max_prob_err"] <= 1e-3
     assert gates["rollout_tflite_fp16"]["min_iou"] >= 0.99
     assert gates["rollout_fp16_compute"]["min_iou"] >= 0.99
+    if multi:  # every output of every K-object graph, both runtimes
+        objects = gates["objects_parity"]
+        specs = _specs(result)
+        for graph in multi:
+            for runtime in ("onnx", "tflite32"):
+                for name in specs[graph].output_names:
+                    limit = max(1e-4, FLOOR_FACTOR * objects[
+                        f"{graph}.pytorch_fp32_vs_fp64.{name}"])
+                    assert 0.0 <= objects[f"{graph}.{runtime}.{name}"] <= limit
+        assert gates["objects_dependence"]["segment_max_prob_change"] > 1e-2
+        for name in ("rollout_objects_onnx", "rollout_objects_tflite_fp32",
+                     "rollout_objects_gpu"):
+            assert gates[name]["min_iou"] >= 0.999 and gates[name]["max_prob_err"] <= 1e-3
+            assert gates[name]["closed_loop_min_iou"] >= 0.999
     assert result.manifest["gpu_check"]["verdict"] == "compatible"
     # LiteRT's GPU accelerator ran every shipped file, whole, at the step-parity limits
     run = result.manifest["gpu_run"]
     assert run["verdict"] == "fully accelerated" and run["adapter"]["name"]
-    assert set(run["files"]) == {f"{g}_{p}.tflite" for g in ("init", "step")
-                                 for p in ("fp32", "fp16")}
+    assert set(run["files"]) == {f"{g}_{p}.tflite" for g in graphs for p in ("fp32", "fp16")}
     for name, entry in run["files"].items():
         assert entry["fully_accelerated"] and not entry["unsupported"]
         assert entry["largest_tensor_bytes"] > 0
@@ -68,11 +95,33 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
             assert entry["ran"].startswith("no")  # compiled; its fp32 twin ran
             continue
         assert entry["ran"] == "yes"
-        want = {"mem_keys", "mem_values", "mem_valid"} if name.startswith("init") else {
-            "prob", "next_mem_keys", "next_mem_values", "next_mem_valid"}
+        graph = name.split("_")[0]
+        want = set(_specs(result)[graph].output_names)
         assert set(entry["errors"]) == want
         assert all(0.0 <= e <= 1e-4 for e in entry["errors"].values()), (name, entry)
     assert not result.warnings
+
+
+def test_the_objects_rollout_gate_sees_a_dropped_other_objects_channel(exports, students):
+    """Negative control of the K-object gates: the exported ONNX graphs with memorize fed a
+    zero ``others`` (a conversion that lost the input) fail rollout_objects against
+    PyTorch; the graphs as exported pass."""
+    from mobilevos_deploy.export import api
+    from mobilevos_deploy.export.graphs import graph_specs
+    from mobilevos_deploy.export.runtimes import onnx_runner
+
+    folder = exports(NOASPP, 2).folder
+    student = students[NOASPP]
+    specs = graph_specs(student, 2, HEIGHT, WIDTH)
+    objects = api._objects_reference(student, 2, specs, HEIGHT, WIDTH)
+    assert (objects.masks0.reshape(2, -1).sum(1) > 0).all()  # both objects in frame 0
+    run = {g: onnx_runner(folder / f"{g}.onnx", specs[g]) for g in multi_graphs(2)}
+    assert api._objects_rollout_gates("ok", objects, 2, run, False).passed
+    memorize = run["memorize"]
+    run["memorize"] = lambda inputs: memorize(dict(inputs,
+                                                   others=np.zeros_like(inputs["others"])))
+    gate = api._objects_rollout_gates("dropped", objects, 2, run, False)
+    assert not gate.passed, gate.figures
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)
@@ -88,9 +137,9 @@ def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
     else:
         assert on_disk["trained"] is False and on_disk["checkpoint"] is None
     files = sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
+    graphs = shipped_graphs(queue, ships_objects(variant, queue))
     assert files == sorted(on_disk["files"]) == sorted(
-        ["init.onnx", "step.onnx", "init_fp32.tflite", "init_fp16.tflite",
-         "step_fp32.tflite", "step_fp16.tflite"])
+        f"{g}{ext}" for g in graphs for ext in (".onnx", "_fp32.tflite", "_fp16.tflite"))
     for name, entry in on_disk["files"].items():
         path = result.folder / name
         assert entry == {"sha256": sha256(path), "bytes": path.stat().st_size}
@@ -171,11 +220,11 @@ def test_rerun_replaces_the_folder_whole(students, tmp_path, monkeypatch):
     name, student = "mobilenetv2-noaspp", students["mobilenetv2-noaspp"]
     folder = tmp_path / "out"
     first = export_model(student, name, 1, 32, 48, folder, trained=False,
-                         precisions=["fp32"])
+                         precisions=["fp32"], objects=False)
     # the older export's fp32 files go with it (a user's file would be refused instead:
     # test_hostile.py)
     second = export_model(student, name, 1, 32, 48, folder, trained=False,
-                          precisions=["fp16"])
+                          precisions=["fp16"], objects=False)
     assert second.folder == first.folder == folder
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["init.onnx", "init_fp16.tflite", "manifest.json", "step.onnx",

@@ -48,7 +48,7 @@ def test_coincident_dimensions_are_avoided_by_construction(students, tmp_path):
     assert student.config.key_dim == COINCIDENT["queue"] * 4 * 4
     result = export_model(student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
                           COINCIDENT["width"], tmp_path / "ok", trained=False,
-                          precisions=["fp32"])
+                          precisions=["fp32"], objects=False)
     parity = result.manifest["gates"]["step_parity"]
     assert parity["tflite32.readout"] <= 1e-4 and parity["tflite32.next_mem_values"] <= 1e-4
 
@@ -62,7 +62,7 @@ def test_without_the_padding_onnx2tf_breaks_and_the_gate_says_so(trained, tmp_pa
     monkeypatch.setattr(readout_module, "distinct_size", lambda size, taken: size)
     with pytest.raises(GateError) as err:
         export_model(trained.student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
-                     COINCIDENT["width"], tmp_path / "bad", trained=True)
+                     COINCIDENT["width"], tmp_path / "bad", trained=True, objects=False)
     message = str(err.value)
     assert "tflite32 readout" in message and "nothing was written" in message
     assert "rollout_tflite_fp32" in message and "where the reference is sure" in message
@@ -239,7 +239,8 @@ def test_failed_conversion_names_the_step_and_leaves_nothing(students, tmp_path,
 
     monkeypatch.setattr(api, "Conversion", corrupt_then_convert)
     with pytest.raises(UserError, match=r"TFLite conversion failed .* at step onnx2tf"):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False)
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False,
+                     objects=False)
     assert leftovers(tmp_path) == []
 
 
@@ -257,8 +258,9 @@ def test_interrupted_export_stops_the_converter_and_leaves_nothing(students, tmp
     monkeypatch.setattr(api, "Conversion", record)
     monkeypatch.setattr(api, "_reference_gates", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False)
-    assert started and started[0]._proc.poll() is not None  # the worker was stopped
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False,
+                     objects=False)
+    assert started and all(p.poll() is not None for p in started[0]._procs)  # stopped
     assert leftovers(tmp_path) == []
 
 
@@ -266,7 +268,8 @@ def test_refuses_to_replace_a_folder_that_is_not_an_export(students, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="not an export folder"):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "mine", trained=False)
+        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "mine", trained=False,
+                     objects=False)
     assert leftovers(tmp_path / "mine") == ["notes.txt"]
 
 
@@ -320,6 +323,9 @@ def test_cli_exports_a_checkpoint_marked_trained(tmp_path):
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["trained"] is True and manifest["checkpoint"]["path"] == str(ckpt)
     assert manifest["precisions"] == ["fp32"]
+    # queue 1: the K-object graphs ship without memorize (the memory never changes)
+    assert set(manifest["graphs"]) == {"init", "step", "encode", "start", "segment"}
+    assert manifest["gates"]["rollout_objects_tflite_fp32"]["passed"]
 
 
 def test_the_converter_never_rewrites_the_onnx_file_it_is_given(tmp_path):

@@ -35,7 +35,7 @@ NAME = "mobilenetv2-noaspp"
 def torch_reference(student, queue: int, height: int, width: int):
     """The specs and what the gates compare with, from PyTorch alone (as api builds it)."""
     specs = graph_specs(student, queue, height, width)
-    ref = api._reference_inputs(student, queue, specs, height, width)
+    ref = api._reference_inputs(student, queue, specs, height, width, False)
     init = torch_runner(graph_module(student, queue, "init"), specs["init"])
     step = torch_runner(graph_module(student, queue, "step"), specs["step"])
     ref.set_probs(*rollout_states(init, step, specs["step"], ref.frames, ref.masks[0]))
@@ -205,11 +205,11 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
     monkeypatch.setattr(stages_module, "pass_through", lambda x: x)
     with pytest.raises(AssertionError, match="an output is also an input tensor"):
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "a", trained=False,
-                     precisions=["fp32"])
+                     objects=False, precisions=["fp32"])
     monkeypatch.setattr(api, "check_io", lambda path, spec: None)
     with pytest.raises(GateError) as err:
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "b", trained=False,
-                     precisions=["fp32"])
+                     objects=False, precisions=["fp32"])
     message = str(err.value)
     assert "gpu_parity" in message and "step_fp32 prob" in message
     assert "rollout_tflite" not in message  # XNNPACK runs the aliased file correctly

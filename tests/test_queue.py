@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-from mobilevos_deploy.data.synthetic import moving_object_clip
-from mobilevos_deploy.inference.tracker import track
+from mobilevos_deploy.data.synthetic import moving_object_clip, scene_clip
+from mobilevos_deploy.inference.tracker import track, track_objects
 from mobilevos_deploy.model.memory import MemoryState, initial_state, push
 from mobilevos_deploy.model.student import Student
 from mobilevos_deploy.nn.readout import MemoryReadout
@@ -83,6 +83,114 @@ def test_memory_contents_change_the_mask(students, clip64):
     finally:
         student.float()
     assert (short[2:] - long[2:]).abs().max() > 1e-3
+
+
+def reference_track_objects(student: Student, frames: torch.Tensor, masks0: torch.Tensor,
+                            n: int) -> torch.Tensor:
+    """STCN's multi-object loop written out: every object's memory a list of frames, each
+    written from the soft-aggregated probabilities (background prod(1 - p), clamped to
+    [1e-7, 1 - 1e-7], softmax of the log-odds) with the other objects' sum."""
+    k = masks0.shape[0]
+    enc = student.key_encoder(frames[:1])
+    keys, values = [enc.key], [[] for _ in range(k)]
+    for i in range(k):
+        others = sum(masks0[j] for j in range(k) if j != i)
+        values[i].append(student.encode_value(masks0[i][None, None], enc.f16,
+                                              others[None, None]))
+    out = [masks0]
+    ck = student.config.key_dim
+    for t in range(1, frames.shape[0]):
+        enc = student.key_encoder(frames[t : t + 1])
+        mem = memory_frames(t, n)
+        mk = torch.cat([keys[i].flatten(2) for i in mem], dim=2)[0]
+        q = enc.key.flatten(2)[0]
+        weights = torch.softmax((2 * mk.T @ q - (mk**2).sum(0)[:, None]) / math.sqrt(ck), 0)
+        probs = []
+        for i in range(k):
+            mv = torch.cat([values[i][j].flatten(2) for j in mem], dim=2)[0]
+            readout = (mv @ weights).reshape(1, -1, *enc.key.shape[-2:])
+            probs.append(torch.sigmoid(student.decoder(readout, enc.query, enc.f8, enc.f4)))
+        p = torch.cat(probs)  # K x 1 x H x W
+        every = torch.cat([torch.prod(1 - p, 0, keepdim=True), p]).clamp(1e-7, 1 - 1e-7)
+        odds = torch.log(every / (1 - every))
+        agg = (torch.exp(odds) / torch.exp(odds).sum(0, keepdim=True))[1:]
+        keys.append(enc.key)
+        for i in range(k):
+            others = sum(agg[j] for j in range(k) if j != i)
+            values[i].append(student.encode_value(agg[i][None], enc.f16, others[None]))
+        out.append(p[:, 0])
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_several_objects_match_the_stcn_reference(students, n):
+    clip = scene_clip(FRAMES, 64, 96, seed=5)
+    labels = clip.ids()[0]
+    ids = [int(v) for v in labels.unique() if v > 0]
+    assert len(ids) >= 2
+    masks0 = torch.stack([(labels == i).double() for i in ids])
+    student = students["mobilenetv2-noaspp"].double()
+    try:
+        frames = clip.frames.double()
+        with torch.no_grad():
+            expected = reference_track_objects(student, frames, masks0, n)
+            alone = torch.stack([track(student, frames, m, n) for m in masks0])
+        got = track_objects(student, frames, masks0, n)
+        one = track_objects(student, frames, masks0[:1], n)
+    finally:
+        student.float()
+    assert got.shape == expected.shape == (len(ids), FRAMES, 64, 96)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    # one object: exactly the single-object tracker (no aggregation, no other channel)
+    torch.testing.assert_close(one[0], alone[0], atol=1e-12, rtol=0)
+    if n > 1:  # the objects' memories see each other: the single-object runs differ
+        assert (got[:, 2:] - alone[:, 2:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_graph_loop_is_the_tracker(students, n):
+    """export/loop.py (the app loop over encode/start/segment/memorize, what mvos-run and the
+    export gates run) on the PyTorch graph modules is track_objects, frame by frame."""
+    from mobilevos_deploy.export.graphs import graph_module, graph_specs, multi_graphs
+    from mobilevos_deploy.export.loop import rollout_objects
+    from mobilevos_deploy.export.runtimes import torch_runner
+
+    student = students["mobilenetv2-noaspp"]
+    clip = scene_clip(6, 64, 96, seed=5)
+    labels = clip.ids()[0]
+    masks0 = torch.stack([(labels == i).float() for i in (1, 2)])
+    specs = graph_specs(student, n, 64, 96)
+    run = {g: torch_runner(graph_module(student, n, g), specs[g]) for g in multi_graphs(n)}
+    probs, _ = rollout_objects(run, n, clip.frames.numpy(), masks0.numpy())
+    expected = track_objects(student, clip.frames, masks0, n)[:, 1:]
+    torch.testing.assert_close(torch.from_numpy(probs), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_the_apps_numpy_aggregation_is_the_pytorch_rule(k):
+    """export.loop.aggregate (NumPy, the odds form, what the app loop runs between the
+    graphs) against model.objects.memory_inputs (STCN's log-odds softmax, what PyTorch and
+    training run), on probabilities that include exact 0 and 1 and overlapping objects."""
+    import numpy as np
+
+    from mobilevos_deploy.export.loop import aggregate
+    from mobilevos_deploy.model.objects import memory_inputs
+
+    gen = torch.Generator().manual_seed(k)
+    probs = torch.rand(k, 1, 1, 24, 40, generator=gen)
+    probs[:, ..., :4] = 0.0
+    probs[:, ..., 4:8] = 1.0  # every object sure of the same pixels
+    probs[0, ..., 8:12] = 1.0
+    written, others = aggregate(list(probs.numpy()))
+    expected_written, expected_others = memory_inputs(probs)
+    assert len(written) == len(others) == k
+    assert all(w.dtype == np.float32 and w.shape == (1, 1, 24, 40) for w in written)
+    torch.testing.assert_close(torch.from_numpy(np.stack(written)), expected_written,
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(np.stack(others)), expected_others,
+                               atol=1e-6, rtol=0)
+    if k == 1:  # one object: its own probability, a zero channel, nothing aggregated
+        assert np.array_equal(written[0], probs[0].numpy()) and not others[0].any()
 
 
 def _slot_ids(stacked: torch.Tensor, queue: int) -> list[float]:

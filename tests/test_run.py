@@ -24,9 +24,10 @@ from mobilevos_deploy.data.synthetic import (
 from mobilevos_deploy.inference.backends import TorchBackend, open_backend
 from mobilevos_deploy.inference.runner import run_video
 from mobilevos_deploy.inference.segment import Letterbox, aggregate
+from mobilevos_deploy.inference.tracker import track_objects
 from mobilevos_deploy.metrics.evaluate import evaluate
 from mobilevos_deploy.model.checkpoint import student_for
-from mobilevos_deploy.model.stages import StepStage
+from mobilevos_deploy.model.stages import InitStage, StepStage
 from mobilevos_deploy.train.validate import validate
 
 from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH, TRAINED
@@ -82,23 +83,36 @@ def test_soft_aggregation():
     assert (aggregate([p], [3]) == np.where(p > 0.5, 3, 0)).all()
 
 
-def test_torch_encodes_the_frame_once_and_matches_the_single_object_step(students):
+def test_torch_backend_is_the_reference_for_one_and_several_objects(students):
     student = students[VARIANT]
     backend = TorchBackend(student, 3, EXPORT_HEIGHT, EXPORT_WIDTH)
     gen = torch.Generator().manual_seed(0)
-    frames = torch.rand(2, 1, 3, EXPORT_HEIGHT, EXPORT_WIDTH, generator=gen).numpy()
+    frames = torch.rand(4, 1, 3, EXPORT_HEIGHT, EXPORT_WIDTH, generator=gen).numpy()
     masks = [(torch.rand(1, 1, EXPORT_HEIGHT, EXPORT_WIDTH, generator=gen) > t).float().numpy()
              for t in (0.3, 0.7)]
-    states = [backend.init(frames[0], m) for m in masks]
-    probs, nxt = backend.step(frames[1], states)
-    step = StepStage(student, 3).eval()
-    for state, prob, new in zip(states, probs, nxt, strict=True):
-        with torch.no_grad():
-            ref = step(torch.from_numpy(frames[1]), *(torch.from_numpy(s) for s in state))
-        np.testing.assert_allclose(prob, ref[0][0, 0].numpy(), atol=1e-6, rtol=0)
-        for a, b in zip(new, ref[1:], strict=True):
-            np.testing.assert_allclose(a, b.numpy(), atol=1e-6, rtol=0)
-    assert not np.allclose(probs[0], probs[1])  # the two objects really differ
+    # one object: exactly the single-object init and step graphs' modules
+    init, step = InitStage(student, 3).eval(), StepStage(student, 3).eval()
+    (state,) = backend.init(frames[0], masks[:1])
+    with torch.no_grad():
+        ref = init(torch.from_numpy(frames[0]), torch.from_numpy(masks[0]))
+    for a, b in zip(state, ref, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+    (prob,), (new,) = backend.step(frames[1], [state])
+    with torch.no_grad():
+        ref = step(torch.from_numpy(frames[1]), *(torch.from_numpy(s) for s in state))
+    np.testing.assert_allclose(prob, ref[0][0, 0].numpy(), atol=1e-6, rtol=0)
+    for a, b in zip(new, ref[1:], strict=True):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-6, rtol=0)
+    # two objects: the multi-object reference tracker, frame by frame
+    states = backend.init(frames[0], masks)
+    got = []
+    for t in range(1, 4):
+        probs, states = backend.step(frames[t], states)
+        got.append(np.stack(probs))
+    expected = track_objects(student, torch.from_numpy(frames[:, 0]),
+                             torch.from_numpy(np.concatenate(masks)[:, 0]), 3)
+    np.testing.assert_allclose(np.stack(got, 1), expected[:, 1:].numpy(), atol=1e-5, rtol=0)
+    assert not np.allclose(got[-1][0], got[-1][1])  # the two objects really differ
 
 
 def test_run_writes_davis_masks_for_every_frame(clip_root, tmp_path):

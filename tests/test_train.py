@@ -14,7 +14,8 @@ from PIL import Image
 from mobilevos_deploy.cli.soup import main as soup_main
 from mobilevos_deploy.cli.train import main as train_main
 from mobilevos_deploy.data.media import write_mask
-from mobilevos_deploy.data.synthetic import shapes_clip, write_davis_clip
+from mobilevos_deploy.data.synthetic import scene_clip, shapes_clip, write_davis_clip
+from mobilevos_deploy.inference.tracker import track_objects
 from mobilevos_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from mobilevos_deploy.model.config import get_variant
 from mobilevos_deploy.model.memory import initial_state
@@ -22,7 +23,7 @@ from mobilevos_deploy.model.stages import StepStage
 from mobilevos_deploy.model.student import build_student
 from mobilevos_deploy.train import soup as soup_module
 from mobilevos_deploy.train.data import StaticClips, VideoClips, deform
-from mobilevos_deploy.train.loop import student_clip
+from mobilevos_deploy.train.loop import student_clip, student_clip_objects
 from mobilevos_deploy.train.teacher import (
     TeacherConfig,
     build_teacher,
@@ -77,6 +78,69 @@ def test_student_clip_runs_the_deployed_queue():
                 prob, *state = step(frames[:, t], *state)
                 torch.testing.assert_close(torch.sigmoid(logits[t - 1]), prob, atol=1e-5,
                                            rtol=1e-5)
+
+
+def test_joint_objects_train_with_the_inference_semantics():
+    """Objects trained jointly see exactly what the tracker does at inference (STCN's
+    aggregation and other-objects channel); a clip with one present object trains as a
+    single-object clip."""
+    student = build_student(get_variant("mobilenetv2-noaspp").config, seed=0)
+    clip = scene_clip(5, 64, 96, seed=4)
+    labels = clip.ids()[0]
+    first = torch.stack([(labels == k).float() for k in (1, 2)])  # K x H x W
+    assert first.flatten(1).sum(1).min() > 0
+    both = torch.tensor([[True, True]])
+    for queue in (1, 2, 3):
+        with torch.no_grad():
+            _, logits = student_clip_objects(student, None, clip.frames[None], first[None],
+                                             both, queue)
+            expected = track_objects(student, clip.frames, first, queue)  # K x T x H x W
+            got = torch.sigmoid(torch.stack(logits)[:, :, 0])  # T-1 x K x H x W
+            torch.testing.assert_close(got.transpose(0, 1), expected[:, 1:], atol=2e-5,
+                                       rtol=0)
+            alone = torch.sigmoid(torch.stack(student_clip(student, None, clip.frames[None],
+                                                           first[None, :1], queue)[1]))
+            _, one = student_clip_objects(student, None, clip.frames[None], first[None],
+                                          torch.tensor([[True, False]]), queue)
+            # (float32: a batch of two objects rounds a little differently from one)
+            torch.testing.assert_close(torch.sigmoid(torch.stack(one))[:, 0], alone[:, 0],
+                                       atol=1e-5, rtol=0)
+            if queue > 1:  # the two objects' memories see each other
+                assert (got[1:, 0] - alone[1:, 0]).abs().max() > 1e-3
+
+
+def test_video_clips_sample_several_objects(tmp_path):
+    root = tmp_path / "scenes"
+    for i in range(3):
+        write_davis_clip(scene_clip(6, 64, 96, seed=i), root, f"s{i}")
+    clips = VideoClips([root], (64, 64), frames=3, objects=3)
+    gen = torch.Generator().manual_seed(0)
+    seen = 0
+    for _ in range(8):
+        frames, masks = clips.sample(gen)
+        assert frames.shape == (3, 3, 64, 64) and masks.shape == (3, 3, 64, 64)
+        assert masks[0, 0].sum() >= 16  # the target
+        assert (masks.sum(1) <= 1).all()  # objects do not overlap
+        seen = max(seen, int((masks[0].flatten(1).sum(1) > 0).sum()))
+    assert seen >= 2
+    single = VideoClips([root], (64, 64), frames=3)
+    assert single.sample(torch.Generator().manual_seed(0))[1].shape == (3, 64, 64)
+
+
+def test_train_objects_jointly_with_distillation(dataset, teacher_ckpt, tmp_path):
+    root = tmp_path / "scenes"
+    for i in range(2):
+        write_davis_clip(scene_clip(6, 64, 96, seed=i), root, f"s{i}")
+    out = tmp_path / "run"
+    _train(["--model", "mobilenetv2-noaspp", "--out", str(out), "--data", str(root),
+            "--iters", "2", "--batch", "2", "--frames", "3", "--objects", "2",
+            "--teacher", str(teacher_ckpt), "--lr", "1e-5", "--save-every", "2"])
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(r["logit"] > 0 and r["repr"] > 0 for r in steps)
+    bad = _train(["--model", "mobilenetv2-noaspp", "--out", str(out), "--data", str(root),
+                  "--iters", "4", "--batch", "2", "--frames", "3", "--teacher",
+                  str(teacher_ckpt), "--resume"], expect=2)
+    assert "objects" in bad.output
 
 
 def test_teacher_memory_grows_every_k_frames_and_round_trips(tmp_path):

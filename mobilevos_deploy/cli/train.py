@@ -49,6 +49,10 @@ def default_omega(model: str) -> float:
               help="Clips per process (under torchrun: per rank).")
 @click.option("--frames", type=click.IntRange(2), default=5, show_default=True)
 @click.option("--queue", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--objects", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Objects of a clip trained jointly, the STCN way: memory written from "
+              "their aggregated masks with the others' sum as the value encoder's second "
+              "channel (1: one target object per clip, the others background).")
 @click.option("--max-skip", type=click.IntRange(1), default=3, show_default=True,
               help="Largest gap between sampled frames of a video clip.")
 @click.option("--min-crop", type=FiniteFloat(0.05, 1.0), default=0.5, show_default=True,
@@ -90,7 +94,8 @@ def main(model: str, out: Path, data: tuple[Path, ...], data_repeats: tuple[int,
          workers: int, backbone_weights: tuple[Path, ...], device: str, amp: bool | None,
          static: tuple[Path, ...],
          static_iters: int, iters: int, size: str, batch: int, frames: int, queue: int,
-         max_skip: int, min_crop: float, lr: float, weight_decay: float, schedule: str,
+         objects: int, max_skip: int, min_crop: float, lr: float, weight_decay: float,
+         schedule: str,
          batchnorm: str,
          loss_name: str, omega: float | None, tau: float,
          sampling: str, radius: int, max_samples: int, teacher: Path | None,
@@ -109,7 +114,7 @@ def main(model: str, out: Path, data: tuple[Path, ...], data_repeats: tuple[int,
         val_size=parse_size(val_size) if val_size else None,
         save_every=save_every, seed=seed, batchnorm=batchnorm, schedule=schedule,
         data_repeats=data_repeats, workers=workers, backbone_weights=backbone_weights,
-        device=device, amp=amp)
+        device=device, amp=amp, objects=objects)
     result = train(settings, resume=resume, progress=progress, echo=click.echo)
     if result.rank != 0:
         return

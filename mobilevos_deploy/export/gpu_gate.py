@@ -17,6 +17,10 @@
 3. Where the device computes in fp16 when allowed (probed, never assumed), the fp16 files
    with precision loss allowed, as a phone runs them, against the PyTorch fp32 rollout,
    as ``parity.fp16_gate`` judges fp16 (``rollout_gpu_fp16``).
+4. With the K-object graphs: each of them in step 2 on its realistic input, and the
+   two-object loop (loop.py) on the GPU with fp32 enforced, judged against PyTorch's as the
+   CPU runtimes' are (``parity.objects_fp32_gate``: ``rollout_objects_gpu``); on a software
+   device over its first 4 frames (SOFTWARE_OBJECT_FRAMES).
 
 The figures, the Vulkan adapter and whether it is a software device go to the manifest
 under ``gpu_run``, beside the TensorFlow 2.17 analyzer's independent ``gpu_check``.
@@ -26,15 +30,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from .gpu_run import GpuSession, LoadReport, computes_in_fp16, largest_tensor
-from .graphs import GraphSpec
-from .parity import GateError, GateResult, State, fp16_gate, looped_steps, rollout, step_parity
+from .graphs import GraphSpec, multi_graphs
+from .loop import looped_objects, rollout_objects
+from .parity import (
+    GateError,
+    GateResult,
+    State,
+    fp16_gate,
+    looped_steps,
+    objects_fp32_gate,
+    rollout,
+    step_parity,
+)
 from .runtimes import gpu_runner, tflite_runner
 
 ACCELERATOR = "LiteRT GPU accelerator (ai-edge-litert 2.3, ML Drift over WebGPU/Vulkan)"
@@ -55,6 +69,11 @@ class GpuInputs:
     truth: np.ndarray  # the clip's masks of frames 1..T-1
     # the PyTorch fp32 rollout and the states it read (may still be running)
     reference: Callable[[], tuple[np.ndarray, list[State]]]
+    # the K-object graphs: graph → (a realistic input, PyTorch's outputs on it)
+    graph_inputs: dict[str, tuple[dict, dict]] = field(default_factory=dict)
+    # the two-object clip (frames, first masks K x H x W), PyTorch's loop on it, the queue
+    # and the states that loop read
+    objects: tuple[np.ndarray, np.ndarray, np.ndarray, int, list] | None = None
 
 
 def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
@@ -111,8 +130,11 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
                                               "(compiled only)")
                 continue
             spec = specs[graph]
-            inputs = ref.init_inputs if graph == "init" else ref.step_inputs
-            expected = ref.init_expected if graph == "init" else ref.step_expected
+            if graph in ref.graph_inputs:
+                inputs, expected = ref.graph_inputs[graph]
+            else:
+                inputs = ref.init_inputs if graph == "init" else ref.step_inputs
+                expected = ref.init_expected if graph == "init" else ref.step_expected
             reference = (lambda _, e=expected: e) if precision == "fp32" else \
                 tflite_runner(p, spec)
             start = time.perf_counter()
@@ -129,6 +151,9 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
         gates = [parity]
         if fp16 and any(p.stem == "step_fp16" for p in files):
             gates.append(_fp16_rollout(session, files, specs, ref))
+        if ref.objects is not None and all(f"{g}_fp32" in stems
+                                           for g in multi_graphs(ref.objects[3])):
+            gates.append(_objects_rollout(session, specs, ref))
     adapter = session.adapter
     entry = {
         "verdict": "fully accelerated" if not refused else
@@ -159,6 +184,30 @@ def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, Graph
     looped = looped_steps(init, step, specs["step"], ref.frames, ref.mask0, states)
     closed = rollout(init, step, specs["step"], ref.frames, ref.mask0)
     return fp16_gate("rollout_gpu_fp16", probs, looped, closed, ref.truth)
+
+
+# The two-object loop's frames on a software device (SwiftShader), where a 480x864 step is
+# ~11 CPU-seconds: its 12 frames, looped and closed, took ~10 minutes of a 480x864 export.
+# Four frames (three steps) still write a memory slot, replace it and read what was written.
+SOFTWARE_OBJECT_FRAMES = 4
+
+
+def _objects_rollout(session: GpuSession, specs: dict[str, GraphSpec],
+                     ref: GpuInputs) -> GateResult:
+    """The two-object loop on the GPU (fp32 files, fp32 enforced) against PyTorch's; on a
+    software device over its first SOFTWARE_OBJECT_FRAMES frames."""
+    frames, masks0, expected, queue, states = ref.objects
+    if session.adapter is not None and session.adapter.software:
+        n = min(SOFTWARE_OBJECT_FRAMES, frames.shape[0])
+        frames, expected, states = frames[:n], expected[:, : n - 1], states[: n - 1]
+    run = {g: gpu_runner(session, f"{g}_fp32", specs[g]) for g in multi_graphs(queue)}
+    closed, _ = rollout_objects(run, queue, frames, masks0)
+    looped = looped_objects(run, queue, frames, masks0, states)
+    flat = expected.reshape(-1, *expected.shape[2:])
+    gate = objects_fp32_gate("rollout_objects_gpu", flat, looped.reshape(flat.shape),
+                             closed.reshape(flat.shape))
+    gate.figures["frames"] = int(frames.shape[0])
+    return gate
 
 
 def _not_run(exc: UserError, allow_cpu_fallback: bool, warnings: list[str]

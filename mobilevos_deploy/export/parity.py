@@ -248,3 +248,20 @@ def fp16_gate(name: str, ref_probs: np.ndarray, looped: np.ndarray, closed: np.n
         gate.offending.append(f"closed-loop J against the clip's truth {own_j:.4f} is more than "
                               f"{j_drop} below the fp32 reference's {ref_j:.4f}")
     return gate
+
+
+def objects_fp32_gate(name: str, ref_probs: np.ndarray, looped: np.ndarray,
+                      closed: np.ndarray, min_iou: float = 0.999,
+                      max_prob_err: float = 1e-3) -> GateResult:
+    """An fp32 runtime's K-object loop against PyTorch's (api._objects_rollout_gates says
+    why): ``looped`` pixel by pixel at the single-object rollout limits, ``closed`` by its
+    IoU where the reference is sure; the closed loop's other figures are reported."""
+    gate = rollout_gate(name, ref_probs, looped, min_iou, max_prob_err)
+    free = rollout_gate(name, ref_probs, closed, min_iou, None)
+    gate.figures["closed_loop_min_iou"] = free.figures["min_iou"]
+    gate.figures["closed_loop_min_iou_all_pixels"] = free.figures["min_iou_all_pixels"]
+    gate.figures["closed_loop_max_prob_err"] = free.figures["max_prob_err"]
+    if not free.passed:
+        gate.passed = False
+        gate.offending += [f"closed loop: {row}" for row in free.offending]
+    return gate

@@ -50,10 +50,27 @@ def torch_runner(module: nn.Module, spec: GraphSpec) -> Runner:
     return run
 
 
-def onnx_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
+def ort_options(threads: int = 2) -> ort.SessionOptions:
+    """Session options for graphs that run in turn in one loop (init/step, or encode,
+    segment and memorize): ``threads`` intra-op threads that stop spinning when a run
+    returns.
+
+    ONNX Runtime's threads spin after a run, waiting for their session's next one. In a
+    loop of several sessions, each session's spinning threads took the two cores from the
+    next: the K-object loop at 480x864 took 232 ms a frame for one object against 147 ms
+    for its graphs run one at a time. Spinning off altogether made every operator wake
+    its threads, and a step ~20 % slower. ``session.force_spinning_stop`` keeps the
+    spinning inside a run and stops it at the run's end (benchmarks/objects_latency.py).
+    """
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    return opts
+
+
+def onnx_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
+    session = ort.InferenceSession(str(path), ort_options(threads),
+                                   providers=["CPUExecutionProvider"])
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = session.run(spec.output_names, {n: inputs[n] for n in spec.input_names})

@@ -15,13 +15,13 @@ folder) read it through here:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import UserError
 from ..files import sha256
 from ..model.config import StudentConfig, get_variant
-from .graphs import NEXT, config_specs
+from .graphs import NEXT, SINGLE_GRAPHS, config_specs, multi_graphs
 from .manifest import MANIFEST, SCHEMA, feeds, io_spec
 
 # key: the type(s) its value must have
@@ -33,13 +33,14 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
 PRECISIONS = ("fp32", "fp16")
 
 
-def graph_files(backend: str, precision: str) -> list[str]:
-    """The files of an export a backend runs ("torch" runs none of them)."""
+def graph_files(backend: str, precision: str,
+                graphs: Sequence[str] = SINGLE_GRAPHS) -> list[str]:
+    """The files of ``graphs`` a backend runs ("torch" runs none of them)."""
     if backend == "torch":
         return []
     if backend == "onnx":
-        return ["init.onnx", "step.onnx"]
-    return [f"init_{precision}.tflite", f"step_{precision}.tflite"]
+        return [f"{g}.onnx" for g in graphs]
+    return [f"{g}_{precision}.tflite" for g in graphs]
 
 
 def _again(folder: Path) -> str:
@@ -70,14 +71,19 @@ def manifest_problems(manifest: object) -> list[str]:
         specs = config_specs(cfg, queue, *size)
     except (UserError, TypeError, ValueError) as exc:
         return [f"variant or config invalid: {exc}"]
-    for name in ("init", "step"):
+    multi = multi_graphs(queue)
+    shipped = [g for g in multi if g in manifest["graphs"]]
+    if shipped and len(shipped) != len(multi):
+        problems.append(f"it ships {', '.join(shipped)} of the K-object graphs, not all of "
+                        f"{', '.join(multi)}")
+    for name in (*SINGLE_GRAPHS, *shipped):
         if manifest["graphs"].get(name) != io_spec(specs[name]):
             problems.append(f"the {name} graph's declared inputs and outputs are not those of "
                             f"queue {queue} at {size[0]}x{size[1]}")
     if manifest["feeds"] != feeds(specs["step"]):
         problems.append(f"'feeds' is not the step graph's {NEXT}* → state mapping")
     needed = {f for p in manifest["precisions"] for b in ("onnx", "tflite")
-              for f in graph_files(b, p)}
+              for f in graph_files(b, p, (*SINGLE_GRAPHS, *shipped))}
     for name in sorted(needed - set(manifest["files"])):
         problems.append(f"no sha256 and byte count for {name}")
     for name, entry in manifest["files"].items():

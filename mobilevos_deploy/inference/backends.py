@@ -2,14 +2,16 @@
 
 A backend runs at one model size (H x W, multiples of 16) and queue length:
 
-    state = backend.init(frame, mask)                  # one object
-    probs, states = backend.step(frame, [state, ...])  # every object on one frame
+    states = backend.init(frame, [mask, ...])          # every object's first mask
+    probs, states = backend.step(frame, states)        # every object on one frame
 
 frame: 1 x 3 x H x W float32 RGB in [0, 1]; mask: 1 x 1 x H x W float32 in [0, 1];
-probs: one H x W float32 array per object; a state is the tuple (mem_keys, mem_values,
-mem_valid) in the graph's declared (ONNX) layouts. PyTorch encodes the frame once and
-reads every object's memory against that one encoding; the exported step graph has the
-frame encoder inside it, so ONNX Runtime and LiteRT run the whole step once per object.
+probs: one H x W float32 array per object (its own prediction, before aggregation); a
+state is the tuple (mem_keys, mem_values, mem_valid) in the graph's declared (ONNX)
+layouts. Several objects follow STCN (mobilevos_deploy.model.objects): the frame is
+encoded once, each object segmented against its memory, the probabilities aggregated, and
+each memory written from its aggregated probability with the other objects' sum. One
+object runs the single-object pair (init, step) on every backend.
 
 ``tflite-gpu`` runs the TFLite files on LiteRT's GPU accelerator (export/gpu_run.py) on
 whatever Vulkan device is present, with precision loss allowed as on a phone; ``device``
@@ -18,6 +20,7 @@ names it, and a software device (SwiftShader) is no GPU: its latency is not a GP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +28,21 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..export.graphs import GraphSpec
-from ..export.verify import graph_files, read_export
+from ..export.graphs import SINGLE_GRAPHS, GraphSpec, multi_graphs
+from ..export.loop import start_objects, step_objects
+from ..export.verify import graph_files, read_export, verify_files
 from ..model.checkpoint import manifest_student, student_for
+from ..model.memory import MemoryState
+from ..model.objects import first_inputs, memory_inputs
 from ..model.profile import check_memory
-from ..model.stages import STATE_NAMES, InitStage, StepStage, TensorSpec, check_size
+from ..model.stages import (
+    STATE_NAMES,
+    StartStage,
+    TensorSpec,
+    check_size,
+    memorize,
+    read_prob,
+)
 from ..model.student import Student
 
 BACKENDS = ("torch", "onnx", "tflite", "tflite-gpu")
@@ -45,29 +58,30 @@ class TorchBackend:
     name: str = "torch"
     precision: str = "fp32"
     device: str = "cpu"
-    _init: InitStage = field(init=False, repr=False)
-    _step: StepStage = field(init=False, repr=False)
+    _start: StartStage = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_size(self.height, self.width)
-        self._init = InitStage(self.student, self.queue).eval()
-        self._step = StepStage(self.student, self.queue).eval()
+        self._start = StartStage(self.student, self.queue).eval()
 
     @torch.inference_mode()
-    def init(self, frame: np.ndarray, mask: np.ndarray) -> State:
-        return tuple(t.numpy() for t in self._init(torch.from_numpy(frame),
-                                                   torch.from_numpy(mask)))
+    def init(self, frame: np.ndarray, masks: list[np.ndarray]) -> list[State]:
+        enc = self.student.key_encoder(torch.from_numpy(frame))
+        given, others = first_inputs(torch.stack([torch.from_numpy(m) for m in masks]))
+        return [tuple(t.numpy() for t in self._start(enc.key, enc.f16, m, o))
+                for m, o in zip(given, others, strict=True)]
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, states: list[State]) -> tuple[list[np.ndarray],
                                                                    list[State]]:
-        enc = self.student.key_encoder(torch.from_numpy(frame))
-        probs, nxt = [], []
-        for state in states:
-            prob, *new = self._step.segment(enc, *(torch.from_numpy(s) for s in state))
-            probs.append(prob[0, 0].numpy())
-            nxt.append(tuple(t.numpy() for t in new))
-        return probs, nxt
+        enc = self.student.encode_frame(torch.from_numpy(frame))
+        memories = [MemoryState(*(torch.from_numpy(s) for s in state)) for state in states]
+        probs = torch.stack([read_prob(self.student, enc, memory)[0] for memory in memories])
+        written, others = memory_inputs(probs)
+        nxt = [tuple(t.numpy() for t in memorize(self.student, self.queue, memory, enc.key,
+                                                 enc.f16, w, o))
+               for memory, w, o in zip(memories, written, others, strict=True)]
+        return [p[0, 0].numpy() for p in probs], nxt
 
 
 def _spec(manifest: dict, name: str) -> GraphSpec:
@@ -82,7 +96,8 @@ def _spec(manifest: dict, name: str) -> GraphSpec:
 
 @dataclass
 class GraphBackend:
-    """An export folder's init and step graphs on ONNX Runtime or LiteRT."""
+    """An export folder's graphs on ONNX Runtime or LiteRT: init and step for one object;
+    encode, start, segment and memorize for several (opened when first needed)."""
 
     folder: Path
     manifest: dict
@@ -90,35 +105,32 @@ class GraphBackend:
     precision: str
     threads: int = 2
     device: str = "cpu"
+    _runners: dict[str, Callable] = field(init=False, repr=False, default_factory=dict)
+    _session: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        from ..export.runtimes import onnx_runner, tflite_runner
-
         self.height, self.width = self.manifest["size"]
         self.queue = self.manifest["queue"]
-        init, step = _spec(self.manifest, "init"), _spec(self.manifest, "step")
-        self._state_out = step.output_names[1:]
-        if self.name == "tflite-gpu":
-            self._init, self._run = self._open_gpu(init, step)
-        elif self.name == "onnx":
-            self._init = onnx_runner(self.folder / "init.onnx", init, self.threads)
-            self._run = onnx_runner(self.folder / "step.onnx", step, self.threads)
-        else:
-            self._init = tflite_runner(self.folder / f"init_{self.precision}.tflite", init,
-                                       self.threads)
-            self._run = tflite_runner(self.folder / f"step_{self.precision}.tflite", step,
-                                      self.threads)
+        self._state_out = _spec(self.manifest, "step").output_names[1:]
+        self._open(SINGLE_GRAPHS)
 
-    def _open_gpu(self, init: GraphSpec, step: GraphSpec):
+    def _open(self, graphs: tuple[str, ...]) -> None:
+        from ..export.runtimes import gpu_runner, onnx_runner, tflite_runner
+
+        specs = {g: _spec(self.manifest, g) for g in graphs if g not in self._runners}
+        paths = {g: self.folder / name for g, name in zip(
+            specs, graph_files(self.name, self.precision, tuple(specs)), strict=True)}
+        if self.name != "tflite-gpu":
+            make = onnx_runner if self.name == "onnx" else tflite_runner
+            self._runners.update({g: make(paths[g], specs[g], self.threads) for g in specs})
+            return
         from ..export.gpu_gate import delegation_rows
         from ..export.gpu_run import GpuSession
-        from ..export.runtimes import gpu_runner
 
-        self._session = GpuSession()
-        reports = {}
-        for graph in ("init", "step"):
-            path = self.folder / f"{graph}_{self.precision}.tflite"
-            reports[path.name] = self._session.load(graph, path, enforce_f32=False)
+        if self._session is None:
+            self._session = GpuSession()
+        reports = {paths[g].name: self._session.load(g, paths[g], enforce_f32=False)
+                   for g in specs}
         refused = delegation_rows(reports)
         if refused:
             self._session.close()
@@ -126,21 +138,42 @@ class GraphBackend:
                             + "\n".join(refused) + "\nRun it with --backend tflite instead.")
         adapter = self._session.adapter
         self.device = adapter.describe() if adapter else "unknown GPU device"
-        return (gpu_runner(self._session, "init", init),
-                gpu_runner(self._session, "step", step))
+        self._runners.update({g: gpu_runner(self._session, g, specs[g]) for g in specs})
 
-    def init(self, frame: np.ndarray, mask: np.ndarray) -> State:
-        out = self._init({"frame": frame, "mask": mask})
-        return tuple(out[n] for n in STATE_NAMES)
+    def _multi(self) -> dict[str, Callable]:
+        graphs = multi_graphs(self.queue)
+        missing = [g for g in graphs if g not in self.manifest["graphs"]]
+        if missing:
+            raise UserError(f"{self.folder} has no {', '.join(missing)} graph (exported before "
+                            "several objects had graphs of their own); export it again with "
+                            "mvos-export to run a clip of several objects")
+        verify_files(self.folder, self.manifest, graph_files(self.name, self.precision, graphs))
+        self._open(graphs)
+        return self._runners
+
+    def init(self, frame: np.ndarray, masks: list[np.ndarray]) -> list[State]:
+        if len(masks) == 1:
+            out = self._runners["init"]({"frame": frame, "mask": masks[0]})
+            return [_state(out, STATE_NAMES)]
+        return [_state(s, STATE_NAMES) for s in start_objects(self._multi(), frame, masks)]
 
     def step(self, frame: np.ndarray, states: list[State]) -> tuple[list[np.ndarray],
                                                                    list[State]]:
-        probs, nxt = [], []
-        for state in states:
-            out = self._run({"frame": frame, **dict(zip(STATE_NAMES, state, strict=True))})
-            probs.append(out["prob"][0, 0])
-            nxt.append(tuple(out[n] for n in self._state_out))
-        return probs, nxt
+        if len(states) == 1:
+            out = self._runners["step"]({"frame": frame,
+                                         **dict(zip(STATE_NAMES, states[0], strict=True))})
+            return [out["prob"][0, 0]], [_state(out, self._state_out)]
+        probs, nxt = step_objects(self._multi(), self.queue, frame,
+                                  [dict(zip(STATE_NAMES, s, strict=True)) for s in states])
+        return [p[0, 0] for p in probs], [_state(s, STATE_NAMES) for s in nxt]
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def _state(out: dict[str, np.ndarray], names: tuple[str, ...] | list[str]) -> State:
+    return tuple(out[n] for n in names)
 
 
 Backend = TorchBackend | GraphBackend

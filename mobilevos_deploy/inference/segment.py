@@ -7,8 +7,9 @@ to the frame's size. Objects are the ids 1..254 of the first mask (255 is void);
 has its own memory state. Their probabilities are merged with STCN's soft aggregation:
 background = prod_k (1 - p_k), every probability clamped to [1e-7, 1 - 1e-7] and turned
 into the logit log(p / (1 - p)), a softmax over background + objects, then argmax.
-Inside the exported step graph each object's memory is written from its own probability,
-not the aggregated one (the graph takes no mask input after the first frame).
+The same aggregation of the model-size probabilities is what each object's memory is
+written from, with the other objects' sum beside it (the backend does that: STCN's
+multi-object semantics, mobilevos_deploy.model.objects).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def segment(backend: Backend, frames: Iterable[np.ndarray], first_mask: np.ndarr
                                 "mask of the first frame at the frames' size")
             box = Letterbox(*rgb.shape[:2], backend.height, backend.width)
             frame = box.frame(rgb)
-            states = [backend.init(frame, box.mask(first_mask == k)) for k in ids]
+            states = backend.init(frame, [box.mask(first_mask == k) for k in ids])
             sink(t, rgb, first_mask)
         else:
             if rgb.shape[:2] != (box.src_h, box.src_w):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..model.memory import MemoryState
-from ..model.stages import STRIDE, InitStage, StepStage, check_size
+from ..model.objects import first_inputs, memory_inputs
+from ..model.stages import STRIDE, InitStage, StartStage, StepStage, check_size, memorize, read_prob
 from ..model.student import Student
 
 
@@ -86,3 +87,31 @@ def track(
 ) -> torch.Tensor:
     """T x H x W probabilities of :func:`track_timed`."""
     return track_timed(student, frames, first_mask, queue).probs
+
+
+@torch.inference_mode()
+def track_objects(student: Student, frames: torch.Tensor, first_masks: torch.Tensor,
+                  queue: int) -> torch.Tensor:
+    """Several objects the STCN way (mobilevos_deploy.model.objects), at a size that is a
+    multiple of 16. frames: T x 3 x H x W in [0, 1]; first_masks: K x H x W, one binary
+    mask per object → K x T x H x W probabilities (entry 0: the given masks). Each
+    object's own prediction is returned; its memory is written from the aggregated one."""
+    if frames.ndim != 4 or first_masks.ndim != 3 or first_masks.shape[1:] != frames.shape[2:]:
+        raise UserError(f"frames T x 3 x H x W and masks K x H x W of the same H x W, got "
+                        f"{tuple(frames.shape)} and {tuple(first_masks.shape)}")
+    check_size(*frames.shape[-2:])
+    masks = first_masks[:, None, None].to(frames.dtype)  # K x 1 x 1 x H x W
+    enc = student.key_encoder(frames[:1])
+    start = StartStage(student, queue)
+    given, others = first_inputs(masks)
+    states = [MemoryState(*start(enc.key, enc.f16, m, o)) for m, o in zip(given, others,
+                                                                            strict=True)]
+    out = [masks[:, 0, 0]]
+    for t in range(1, frames.shape[0]):
+        enc = student.encode_frame(frames[t : t + 1])
+        probs = torch.stack([read_prob(student, enc, s)[0] for s in states])
+        written, others = memory_inputs(probs)
+        states = [memorize(student, queue, s, enc.key, enc.f16, w, o)
+                  for s, w, o in zip(states, written, others, strict=True)]
+        out.append(probs[:, 0, 0])
+    return torch.stack(out, dim=1)

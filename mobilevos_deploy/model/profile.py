@@ -59,12 +59,21 @@ def profile_variant(name: str, height: int, width: int, queue: int) -> Profile:
     counts = counter.get_flop_counts()
     macs = {"total": sum(counts.get("Global", {}).values()) // 2}
     for part in PARTS:
-        macs[part] = sum(counts.get(f"StepStage.student.{part}", {}).values()) // 2
+        macs[part] = _part_flops(counts, f"StepStage.student.{part}") // 2
 
     p, n = affinity_shape(cfg, queue, height, width)
     return Profile(name, height, width, queue, params, macs,
                    state_spec(cfg, queue, height, width), n * p * 4,
                    memory_floor(cfg, queue, height, width))
+
+
+def _part_flops(counts: dict[str, dict], prefix: str) -> int:
+    """The FLOPs counted under module ``prefix``: the outermost modules counted inside it.
+    A part whose own forward is not called (the decoder, run as skips, joined and head,
+    so that K objects share the skips) has no entry of its own; its children do."""
+    keys = [k for k in counts if k == prefix or k.startswith(prefix + ".")]
+    outer = [k for k in keys if not any(k != o and k.startswith(o + ".") for o in keys)]
+    return sum(sum(counts[k].values()) for k in outer)
 
 
 def affinity_shape(cfg: StudentConfig, queue: int, height: int, width: int) -> tuple[int, int]:

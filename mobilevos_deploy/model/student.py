@@ -24,6 +24,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def trunk_channels(name: str) -> tuple[int, int, int]:
+    """(f4, f8, f16) channels of the trunk ``make_trunk(name, ...)`` builds."""
+    return ResNet18Trunk.channels if name in ("resnet18", "resnet34") else \
+        MobileNetV2Trunk.channels
+
+
 def make_trunk(name: str, in_channels: int) -> MobileNetV2Trunk | ResNet18Trunk:
     if name == "resnet18":
         return ResNet18Trunk(in_channels)
@@ -38,6 +44,17 @@ class KeyFeatures(NamedTuple):
     f16: torch.Tensor  # B x C16 x h x w - trunk features, fused into the value
     f8: torch.Tensor  # B x C8 x 2h x 2w - decoder skip
     f4: torch.Tensor  # B x C4 x 4h x 4w - decoder skip
+
+
+class EncodedFrame(NamedTuple):
+    """Everything the stages after the key encoder read of one frame, object-independent:
+    what the K-object loop computes once per frame (stages.EncodeStage)."""
+
+    key: torch.Tensor  # B x Ck x h x w
+    query: torch.Tensor  # B x Cq x h x w
+    f16: torch.Tensor  # B x C16 x h x w - fused into the value
+    skip8: torch.Tensor  # B x d16 x 2h x 2w - the decoder's skip convolution of f8
+    skip4: torch.Tensor  # B x d8 x 4h x 4w - the decoder's skip convolution of f4
 
 
 class KeyEncoder(nn.Module):
@@ -98,8 +115,18 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """The representation before the final conv and upsampling: B x d4 x 4h x 4w.
         This is Z of the distillation losses (mobilevos_deploy.train.losses)."""
+        return self.joined(readout, query, *self.skips(f8, f4))
+
+    def skips(self, f8: torch.Tensor, f4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The skip convolutions of both upsampling stages: they read the frame's trunk
+        alone, so several objects share them (B x d16 x 2h x 2w, B x d8 x 4h x 4w)."""
+        return self.up_16_8.skip_conv(f8), self.up_8_4.skip_conv(f4)
+
+    def joined(self, readout: torch.Tensor, query: torch.Tensor, skip8: torch.Tensor,
+               skip4: torch.Tensor) -> torch.Tensor:
+        """``features`` from the skips already convolved (``skips``): the same operations."""
         x = self.aspp(self.compress(torch.cat([readout, query], dim=1)))
-        return F.relu(self.up_8_4(f4, self.up_16_8(f8, x)))
+        return F.relu(self.up_8_4.join(skip4, self.up_16_8.join(skip8, x)))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """B x d4 x 4h x 4w features → B x 1 x H x W mask logit."""
@@ -119,9 +146,19 @@ class Student(nn.Module):
         self.readout = MemoryReadout(cfg.key_dim)
         self.decoder = Decoder(cfg, (c4, c8))
 
-    def encode_value(self, prob: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
-        """prob: B x 1 x H x W object probability → B x Cv x h x w value (no other objects)."""
-        return self.value_encoder(torch.cat([prob, torch.zeros_like(prob)], dim=1), key_f16)
+    def encode_frame(self, frame: torch.Tensor) -> EncodedFrame:
+        """frame B x 3 x H x W → what every object's segment and memorize read of it."""
+        enc = self.key_encoder(frame)
+        return EncodedFrame(enc.key, enc.query, enc.f16, *self.decoder.skips(enc.f8, enc.f4))
+
+    def encode_value(self, prob: torch.Tensor, key_f16: torch.Tensor,
+                     others: torch.Tensor | None = None) -> torch.Tensor:
+        """prob: B x 1 x H x W object probability, others: B x 1 x H x W the other objects'
+        summed probability (STCN's second channel; zero when there is one object)
+        → B x Cv x h x w value."""
+        if others is None:
+            others = torch.zeros_like(prob)
+        return self.value_encoder(torch.cat([prob, others], dim=1), key_f16)
 
 
 # Damped layers: the mask logits and the memory values stay O(1)-O(10), as in trained

@@ -54,7 +54,11 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         # skip: B x skip_ch x 2h' x 2w', up: B x up_ch x h' x w'
-        x = self.skip_conv(skip) + F.interpolate(
-            up, scale_factor=2.0, mode="bilinear", align_corners=False
-        )
+        return self.join(self.skip_conv(skip), up)
+
+    def join(self, projected: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """The block after its skip convolution: ``projected`` = skip_conv(skip) depends
+        on the frame alone, so several objects can share it."""
+        x = projected + F.interpolate(up, scale_factor=2.0, mode="bilinear",
+                                      align_corners=False)
         return self.out(x)

@@ -5,6 +5,10 @@ A :class:`ClipBatch` is B sequences of T frames at one training size, with one t
 object per sequence (binary masks; the other objects are background):
   frames  B x T x 3 x H x W  RGB in [0, 1]
   masks   B x T x H x W      1.0 on the target object
+or, trained jointly (``objects`` K > 1, STCN's multi-object training), up to K objects:
+  masks   B x T x K x H x W  slot 0 the target, then others of frame 0 in random order;
+                             a slot with no object (or one cropped below
+                             MIN_OBJECT_PIXELS in frame 0) is all zero
 
 Video datasets are in the DAVIS layout (``JPEGImages/480p/<seq>/*.jpg`` with
 ``Annotations/480p/<seq>/*.png``) or the YouTube-VOS one (no ``480p`` level; only every
@@ -136,7 +140,7 @@ class VideoClips:
 
     def __init__(self, roots: list[Path], size: tuple[int, int], frames: int = 5,
                  max_skip: int = 3, min_crop: float = 0.5,
-                 repeats: list[int] | None = None) -> None:
+                 repeats: list[int] | None = None, objects: int = 1) -> None:
         repeats = list(repeats) if repeats else [1] * len(roots)
         if len(repeats) != len(roots) or any(r < 1 for r in repeats):
             raise UserError(f"give one positive repeat per data root ({len(roots)} root(s)), "
@@ -150,6 +154,7 @@ class VideoClips:
         self.weights = torch.tensor([float(r) for _, r in weighted])
         self.size, self.frames, self.max_skip = size, frames, max_skip
         self.min_crop = min_crop
+        self.objects = objects
 
     def _indices(self, total: int, gen: torch.Generator) -> list[int]:
         span = min(total - 1, (self.frames - 1) * self.max_skip)
@@ -167,9 +172,23 @@ class VideoClips:
                 continue
             target = objects[int(torch.randint(len(objects), (1,), generator=gen))]
             rgb = [_rgb(seq.frames[i]) for i in idx]
-            masks = [(m == target).astype(np.float32) for m in ids]
+            if self.objects == 1:
+                masks = [(m == target).astype(np.float32) for m in ids]
+                frames, masks_t = _crop_clip(rgb, masks, self.size, gen, self.min_crop)
+                if masks_t[0].sum() >= MIN_OBJECT_PIXELS:
+                    return frames, masks_t
+                continue
+            rest = [k for k in objects if k != target]
+            order = torch.randperm(len(rest), generator=gen).tolist()
+            chosen = [target, *(rest[i] for i in order)][: self.objects]
+            masks = [np.stack([(m == k) for k in chosen]
+                              + [np.zeros_like(m, bool)] * (self.objects - len(chosen)),
+                              axis=-1).astype(np.float32) for m in ids]
             frames, masks_t = _crop_clip(rgb, masks, self.size, gen, self.min_crop)
-            if masks_t[0].sum() >= MIN_OBJECT_PIXELS:
+            masks_t = masks_t.permute(0, 3, 1, 2).contiguous()  # T x K x H x W
+            if masks_t[0, 0].sum() >= MIN_OBJECT_PIXELS:
+                small = masks_t[0].flatten(1).sum(1) < MIN_OBJECT_PIXELS
+                masks_t[:, small] = 0.0
                 return frames, masks_t
         raise UserError("20 random clips in a row had no visible target object in frame 0; "
                         "check the annotations (0 background, 1..K objects, 255 void)")
@@ -206,10 +225,11 @@ class StaticClips:
     random affine (rotation, scale, shear, shift) and elastic warp."""
 
     def __init__(self, roots: list[Path], size: tuple[int, int], frames: int = 5,
-                 rotate: float = 20.0, elastic: float = 0.06) -> None:
+                 rotate: float = 20.0, elastic: float = 0.06, objects: int = 1) -> None:
         self.pairs = [p for root in roots for p in find_images(root)]
         self.size, self.frames = size, frames
         self.rotate, self.elastic = rotate, elastic
+        self.objects = objects  # one object per image; K > 1 pads empty slots
 
     def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(20):
@@ -223,6 +243,9 @@ class StaticClips:
                                 for _ in range(self.frames)])
             masks = (warped[:, 3] > 0.5).float()
             if masks[0].sum() >= MIN_OBJECT_PIXELS:
+                if self.objects > 1:
+                    masks = torch.cat([masks[:, None], masks.new_zeros(
+                        self.frames, self.objects - 1, *masks.shape[1:])], dim=1)
                 return warped[:, :3].clamp(0, 1), masks
         raise UserError("20 random still images in a row had (almost) empty masks; check "
                         "masks/ (non-zero pixels are the object)")

@@ -43,9 +43,11 @@ from ..files import atomic_path, check_writable
 from ..model.checkpoint import load_checkpoint, non_finite, save_checkpoint
 from ..model.config import get_variant
 from ..model.memory import initial_state, push
+from ..model.objects import memory_inputs_batched
 from ..model.student import Student, _centre_logits, build_student
 from . import distributed
 from .data import (
+    MIN_OBJECT_PIXELS,
     ClipBatch,
     ClipSet,
     StaticClips,
@@ -96,6 +98,7 @@ class TrainSettings:
     device: str = "cpu"  # or "cuda" (this rank's LOCAL_RANK GPU)
     amp: bool | None = None  # mixed precision; None: on for cuda, off for cpu
     workers: int = 0  # DataLoader worker processes per rank (0: load in the loop)
+    objects: int = 1  # objects per clip trained jointly (STCN's multi-object training)
 
     def as_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -135,6 +138,44 @@ def student_clip(student: Student, embedding: nn.Module | None, frames: torch.Te
     return embeddings, logits
 
 
+def student_clip_objects(student: Student, embedding: nn.Module | None, frames: torch.Tensor,
+                         first: torch.Tensor, present: torch.Tensor, queue: int
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Up to K objects of each clip trained jointly, the STCN way (model.objects): each
+    frame encoded once for all objects, each object's memory written from the aggregated
+    probabilities of its clip's present objects, with the others' sum in the value
+    encoder's second channel. frames: B x T x 3 x H x W; first: B x K x H x W; present:
+    B x K bool → (embeddings, logits) of frames 1..T-1, each BK x ... (clip-major, then
+    object)."""
+    b, k = first.shape[:2]
+
+    def per_object(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(k, dim=0)
+
+    enc = student.key_encoder(frames[:, 0])
+    masks = first[:, :, None] * present[:, :, None, None, None]  # B x K x 1 x H x W
+    others = masks.sum(dim=1, keepdim=True) - masks
+    value = student.encode_value(masks.flatten(0, 1), per_object(enc.f16), others.flatten(0, 1))
+    state = initial_state(per_object(enc.key), value, queue)
+    embeddings, logits = [], []
+    for t in range(1, frames.shape[1]):
+        enc = student.key_encoder(frames[:, t])
+        key = per_object(enc.key)
+        readout = student.readout(*state, key)
+        features = student.decoder.features(readout, per_object(enc.query),
+                                            per_object(enc.f8), per_object(enc.f4))
+        logit = student.decoder.head(features)
+        embeddings.append(embedding(features) if embedding is not None else features)
+        logits.append(logit)
+        if queue > 1 and t < frames.shape[1] - 1:
+            probs = torch.sigmoid(logit).unflatten(0, (b, k))
+            written, others = memory_inputs_batched(probs, present)
+            value = student.encode_value(written.flatten(0, 1), per_object(enc.f16),
+                                         others.flatten(0, 1))
+            state = push(state, key, value, queue)
+    return embeddings, logits
+
+
 class ClipModel(nn.Module):
     """What DistributedDataParallel wraps: the trained network (and the student's extra
     embedding) over one clip, so every trained parameter is reached in one forward."""
@@ -145,15 +186,20 @@ class ClipModel(nn.Module):
         self.embedding = embedding
         self.queue = queue
 
-    def forward(self, frames: torch.Tensor, first_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, first_mask: torch.Tensor,
+                present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """frames: B x T x 3 x H x W, first_mask: B x 1 x H x W → embeddings
-        (T-1)B x D x H/4 x W/4 and logits (T-1)B x 1 x H x W, frame-major."""
+        (T-1)B x D x H/4 x W/4 and logits (T-1)B x 1 x H x W, frame-major. Several
+        objects (``present`` B x K bool, first_mask B x K x H x W): (T-1)BK rows."""
         if isinstance(self.network, Teacher):
-            outs = self.network.clip(frames, first_mask)
+            outs = self.network.clip(frames, first_mask, present)
             return torch.cat([o.features for o in outs]), torch.cat([o.logits for o in outs])
-        embeddings, logits = student_clip(self.network, self.embedding, frames, first_mask,
-                                          self.queue)
+        if present is not None:
+            embeddings, logits = student_clip_objects(self.network, self.embedding, frames,
+                                                      first_mask, present, self.queue)
+        else:
+            embeddings, logits = student_clip(self.network, self.embedding, frames,
+                                              first_mask, self.queue)
         return torch.cat(embeddings), torch.cat(logits)
 
 
@@ -245,9 +291,13 @@ class _Run:
                                            enabled=self.amp == torch.float16)
         self.iteration = 0
         self.best: tuple[float, int] | None = None  # (J&F, iteration)
+        if s.objects < 1:
+            raise UserError(f"--objects must be >= 1, got {s.objects}")
         videos = (VideoClips(list(s.data), s.size, s.frames, s.max_skip, s.min_crop,
-                             list(s.data_repeats) or None) if s.data and s.iters else None)
-        stills = StaticClips(list(s.static), s.size, s.frames) if s.static and s.iters else None
+                             list(s.data_repeats) or None, s.objects)
+                  if s.data and s.iters else None)
+        stills = (StaticClips(list(s.static), s.size, s.frames, objects=s.objects)
+                  if s.static and s.iters else None)
         self.clips = ClipSet([stills, videos])
 
     def _precision(self) -> torch.dtype | None:
@@ -297,6 +347,11 @@ class _Run:
                                 "need --teacher (train one with --model teacher, or give the "
                                 "released STCN checkpoint), or use --loss ce / --omega 0")
             teacher = load_teacher(s.teacher, s.teacher_mem_every)
+            if s.objects > 1 and not isinstance(teacher, Teacher):
+                raise UserError(f"{s.teacher} is the released STCN teacher, which distils one "
+                                "object per clip here; train with --objects 1, or distil from "
+                                "a teacher of ours (mvos-train --model teacher --objects "
+                                f"{s.objects})")
             for p in teacher.parameters():
                 p.requires_grad_(False)
         embedding = None
@@ -330,16 +385,29 @@ class _Run:
             clips = next(iter(self.batches()))
         frames = clips.frames.to(dev, non_blocking=True)
         masks = clips.masks.to(dev, non_blocking=True)
-        first = masks[:, :1]
-        targets = masks[:, 1:].transpose(0, 1).flatten(0, 1)  # (T-1)B x H x W
+        present = select = None
+        if masks.dim() == 5:  # B x T x K x H x W: objects trained jointly
+            first = masks[:, 0]
+            present = first.flatten(2).sum(-1) >= MIN_OBJECT_PIXELS  # B x K
+            targets = masks[:, 1:].transpose(0, 1).flatten(0, 2)  # (T-1)BK x H x W
+            select = present[None].expand(masks.shape[1] - 1, -1, -1).flatten()
+            targets = targets[select]  # the loss sees present objects only
+        else:
+            first = masks[:, :1]
+            targets = masks[:, 1:].transpose(0, 1).flatten(0, 1)  # (T-1)B x H x W
         teacher_logits = teacher_features = None
         with self.autocast():
-            embeddings, logits = self.trainer(frames, first)
+            embeddings, logits = self.trainer(frames, first, present)
             if self.teacher is not None:
                 with torch.no_grad():
-                    outs = self.teacher.clip(frames, first)
+                    outs = self.teacher.clip(frames, first, present)
                 teacher_logits = torch.cat([o.logits for o in outs]).float()
                 teacher_features = torch.cat([o.features for o in outs]).float()
+        if select is not None:
+            embeddings, logits = embeddings[select], logits[select]
+            if teacher_logits is not None:
+                teacher_logits, teacher_features = (teacher_logits[select],
+                                                    teacher_features[select])
         loss_cfg = dataclasses.replace(s.loss, logit=False, repr=False) if self.is_teacher \
             else s.loss
         terms = mobilevos_loss(loss_cfg, targets, logits.float(), embeddings.float(),
@@ -398,8 +466,10 @@ class _Run:
         if not isinstance(payload, dict) or keys - set(payload):
             missing = sorted(keys - set(payload)) if isinstance(payload, dict) else "all"
             raise UserError(f"{path} is not a training state (missing {missing}){fresh}")
-        stored = {"batchnorm": "frozen", **payload["settings"]}  # runs from before the flag
-        for key in ("model", "size", "frames", "batch", "queue", "loss", "batchnorm"):
+        # runs from before the flags
+        stored = {"batchnorm": "frozen", "objects": 1, **payload["settings"]}
+        for key in ("model", "size", "frames", "batch", "queue", "loss", "batchnorm",
+                    "objects"):
             if stored.get(key) != self.s.as_json()[key]:
                 raise UserError(f"{path} was trained with {key} = {stored.get(key)}, not "
                                 f"{self.s.as_json()[key]}; resume with the same settings")

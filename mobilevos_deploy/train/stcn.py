@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UserError
 from .teacher import TeacherFrame, TeacherMemory, run_clip
 
 KIND = "stcn"
@@ -314,7 +314,12 @@ class STCNTeacher(nn.Module):
             values = torch.cat([values, value.flatten(2)], dim=2)
         return TeacherFrame(features, logits), TeacherMemory(keys, values, t)
 
-    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor) -> list[TeacherFrame]:
+    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor,
+             present: torch.Tensor | None = None) -> list[TeacherFrame]:
+        if present is not None:
+            raise UserError("the released STCN teacher distils one object per clip here; "
+                            "train with --objects 1, or distil from a teacher of ours "
+                            "(mvos-train --model teacher), which trains several jointly")
         return run_clip(self, frames, first_mask)
 
 

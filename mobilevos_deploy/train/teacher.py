@@ -24,7 +24,8 @@ from ..errors import CheckpointError
 from ..files import atomic_path
 from ..model.checkpoint import _read
 from ..model.config import StudentConfig
-from ..model.student import Decoder, KeyEncoder, ValueEncoder, _init_weights
+from ..model.objects import memory_inputs_batched
+from ..model.student import Decoder, KeyEncoder, KeyFeatures, ValueEncoder, _init_weights
 from ..nn.readout import MemoryReadout
 
 if TYPE_CHECKING:
@@ -88,35 +89,55 @@ class Teacher(nn.Module):
         """Channels of :attr:`TeacherFrame.features`."""
         return self.config.feature_dim
 
-    def encode_value(self, frame: torch.Tensor, prob: torch.Tensor,
-                     key_f16: torch.Tensor) -> torch.Tensor:
-        # frame: B x 3 x H x W, prob: B x 1 x H x W → B x Cv x h x w
-        masks = torch.cat([frame, prob, torch.zeros_like(prob)], dim=1)
-        return self.value_encoder(masks, key_f16)
+    def encode_value(self, frame: torch.Tensor, prob: torch.Tensor, key_f16: torch.Tensor,
+                     others: torch.Tensor | None = None) -> torch.Tensor:
+        # frame: B x 3 x H x W, prob and others (the other objects' sum; None: zero):
+        # B x 1 x H x W → B x Cv x h x w
+        if others is None:
+            others = torch.zeros_like(prob)
+        return self.value_encoder(torch.cat([frame, prob, others], dim=1), key_f16)
 
-    def start(self, frame: torch.Tensor, mask: torch.Tensor) -> TeacherMemory:
-        """Frame 0 and its given mask (B x 1 x H x W) → the memory."""
+    def start(self, frame: torch.Tensor, mask: torch.Tensor,
+              others: torch.Tensor | None = None) -> TeacherMemory:
+        """Frame 0 and its given mask (B x 1 x H x W; ``others``: the other objects'
+        masks summed) → the memory."""
         enc = self.key_encoder(frame)
         return TeacherMemory(enc.key.flatten(2),
-                             self.encode_value(frame, mask, enc.f16).flatten(2), 0)
+                             self.encode_value(frame, mask, enc.f16, others).flatten(2), 0)
+
+    def read(self, frame: torch.Tensor, memory: TeacherMemory
+             ) -> tuple[TeacherFrame, KeyFeatures]:
+        """The next frame against the whole memory (which is not changed)."""
+        enc = self.key_encoder(frame)
+        keys, values = memory.keys, memory.values
+        readout = self.readout(keys, values, torch.ones_like(keys[:, :1]), enc.key)
+        features = self.decoder.features(readout, enc.query, enc.f8, enc.f4)
+        return TeacherFrame(features, self.decoder.head(features)), enc
+
+    def write(self, frame: torch.Tensor, enc: KeyFeatures, memory: TeacherMemory,
+              prob: torch.Tensor, others: torch.Tensor | None = None) -> TeacherMemory:
+        """The frame read last (``enc``) after ``memory``: added to it if it is a
+        ``mem_every``-th frame, written from ``prob`` and the other objects' ``others``."""
+        t = memory.frame + 1
+        if t % self.mem_every:
+            return memory._replace(frame=t)
+        value = self.encode_value(frame, prob, enc.f16, others)
+        return TeacherMemory(torch.cat([memory.keys, enc.key.flatten(2)], dim=2),
+                             torch.cat([memory.values, value.flatten(2)], dim=2), t)
 
     def step(self, frame: torch.Tensor, memory: TeacherMemory,
              remember: bool = True) -> tuple[TeacherFrame, TeacherMemory]:
         """The next frame against the whole memory; every ``mem_every``-th frame is added
         to it (``remember=False`` skips that, for the last frame of a clip)."""
-        t = memory.frame + 1
-        enc = self.key_encoder(frame)
-        keys, values = memory.keys, memory.values
-        readout = self.readout(keys, values, torch.ones_like(keys[:, :1]), enc.key)
-        features = self.decoder.features(readout, enc.query, enc.f8, enc.f4)
-        logits = self.decoder.head(features)
-        if remember and t % self.mem_every == 0:
-            value = self.encode_value(frame, torch.sigmoid(logits), enc.f16)
-            keys = torch.cat([keys, enc.key.flatten(2)], dim=2)
-            values = torch.cat([values, value.flatten(2)], dim=2)
-        return TeacherFrame(features, logits), TeacherMemory(keys, values, t)
+        out, enc = self.read(frame, memory)
+        if not remember:
+            return out, memory._replace(frame=memory.frame + 1)
+        return out, self.write(frame, enc, memory, torch.sigmoid(out.logits))
 
-    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor) -> list[TeacherFrame]:
+    def clip(self, frames: torch.Tensor, first_mask: torch.Tensor,
+             present: torch.Tensor | None = None) -> list[TeacherFrame]:
+        if present is not None:
+            return run_clip_objects(self, frames, first_mask, present)
         return run_clip(self, frames, first_mask)
 
 
@@ -129,6 +150,33 @@ def run_clip(teacher: nn.Module, frames: torch.Tensor,
     for t in range(1, frames.shape[1]):
         frame_out, memory = teacher.step(frames[:, t], memory, t < frames.shape[1] - 1)
         out.append(frame_out)
+    return out
+
+
+def run_clip_objects(teacher: Teacher, frames: torch.Tensor, first: torch.Tensor,
+                     present: torch.Tensor) -> list[TeacherFrame]:
+    """:func:`run_clip` for up to K objects of each clip, the STCN way (as the student
+    trains: loop.student_clip_objects). first: B x K x H x W, present: B x K bool → T-1
+    outputs of BK rows (clip-major, then object). Each object reads its own copy of the
+    frame's encoding (the teacher only trains and distils; it is never exported)."""
+    b, k = first.shape[:2]
+
+    def per_object(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(k, dim=0)
+
+    masks = first[:, :, None] * present[:, :, None, None, None]
+    others = masks.sum(dim=1, keepdim=True) - masks
+    memory = teacher.start(per_object(frames[:, 0]), masks.flatten(0, 1), others.flatten(0, 1))
+    out = []
+    for t in range(1, frames.shape[1]):
+        frame = per_object(frames[:, t])
+        frame_out, enc = teacher.read(frame, memory)
+        out.append(frame_out)
+        if t < frames.shape[1] - 1:
+            probs = torch.sigmoid(frame_out.logits).unflatten(0, (b, k))
+            written, others = memory_inputs_batched(probs, present)
+            memory = teacher.write(frame, enc, memory, written.flatten(0, 1),
+                                   others.flatten(0, 1))
     return out
 
 

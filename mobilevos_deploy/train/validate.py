@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..inference.backends import TorchBackend
 from ..inference.runner import run_video
 from ..metrics.evaluate import evaluate
+from ..model.objects import first_inputs, memory_inputs
 from ..model.stages import check_size
 from ..model.student import Student
 from .data import _level
@@ -45,18 +46,21 @@ class TeacherBackend:
         check_size(self.height, self.width)
 
     @torch.inference_mode()
-    def init(self, frame: np.ndarray, mask: np.ndarray) -> TeacherMemory:
-        return self.teacher.start(torch.from_numpy(frame), torch.from_numpy(mask))
+    def init(self, frame: np.ndarray, masks: list[np.ndarray]) -> list[TeacherMemory]:
+        given, others = first_inputs(torch.stack([torch.from_numpy(m) for m in masks]))
+        return [self.teacher.start(torch.from_numpy(frame), m, o)
+                for m, o in zip(given, others, strict=True)]
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, states: list[TeacherMemory]
              ) -> tuple[list[np.ndarray], list[TeacherMemory]]:
-        probs, nxt = [], []
-        for memory in states:
-            out, memory = self.teacher.step(torch.from_numpy(frame), memory)
-            probs.append(torch.sigmoid(out.logits)[0, 0].numpy())
-            nxt.append(memory)
-        return probs, nxt
+        image = torch.from_numpy(frame)
+        reads = [self.teacher.read(image, memory) for memory in states]
+        probs = torch.stack([torch.sigmoid(out.logits) for out, _ in reads])
+        written, others = memory_inputs(probs)
+        nxt = [self.teacher.write(image, enc, memory, w, o) for (_, enc), memory, w, o
+               in zip(reads, states, written, others, strict=True)]
+        return [p[0, 0].numpy() for p in probs], nxt
 
 
 def check_val_root(root: Path) -> None:
