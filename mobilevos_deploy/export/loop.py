@@ -48,13 +48,8 @@ def aggregate(probs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarra
     every = np.clip(np.concatenate([background, p]), CLAMP, 1 - CLAMP)
     odds = every / (1 - every)
     written = odds[1:] / odds.sum(axis=0, keepdims=True)
-    others = []
-    for k in range(len(probs)):  # the others' sum, added in object order (others_sum)
-        rest = [written[j] for j in range(len(probs)) if j != k]
-        total = rest[0]
-        for r in rest[1:]:
-            total = total + r
-        others.append(total)
+    total = written.sum(axis=0)
+    others = [total - w for w in written]  # as memory_inputs_batched: equal up to rounding
     return list(written), others
 
 

@@ -37,7 +37,6 @@ from .student import EncodedFrame, Student
 
 STRIDE = 16
 STATE_NAMES = ("mem_keys", "mem_values", "mem_valid")
-ENCODED_NAMES = EncodedFrame._fields  # key, query, f16, skip8, skip4
 
 
 @dataclass(frozen=True)
