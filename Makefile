@@ -70,7 +70,7 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -q --durations=20; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) $(CHECKER) .vulkan build *.egg-info

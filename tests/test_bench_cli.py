@@ -12,8 +12,11 @@ from click.testing import CliRunner
 
 from mobilevos_deploy.cli.bench import main as bench_cli
 
+from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH, TRAINED
+
 STANDIN = Path(__file__).resolve().parent / "standin"
-SIZE = "32x48"
+SIZE = f"{EXPORT_HEIGHT}x{EXPORT_WIDTH}"
+FOLDER = f"mobilenetv2-noaspp_q2_{SIZE}"  # where mvos-bench looks for the default point
 
 
 def launcher(path: Path, script: Path) -> str:
@@ -23,8 +26,15 @@ def launcher(path: Path, script: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("exports")  # shared: the first test exports, others reuse
+def bench_exports(tmp_path_factory, exports) -> Path:
+    """An --exports folder holding the session's export of the shipped student (queue 2,
+    with the K-object graphs) under the name mvos-bench looks for: every test here reuses
+    it. That mvos-bench makes what it lacks is test_a_missing_export_is_made_with_the_point."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("exports")
+    shutil.copytree(exports(TRAINED, 2).folder, root / FOLDER)
+    return root
 
 
 @pytest.fixture
@@ -39,9 +49,9 @@ def phone(tmp_path, monkeypatch):
             "root": tmp_path / "phone", "results": tmp_path / "r" / "bench.csv"}
 
 
-def bench(phone, exports, *args: str):
+def bench(phone, bench_exports, *args: str):
     return CliRunner().invoke(bench_cli, [
-        "--device", "s22", "--queue", "1", "--size", SIZE, "--exports", str(exports),
+        "--device", "s22", "--queue", "2", "--size", SIZE, "--exports", str(bench_exports),
         "--results", str(phone["results"]), "--adb", phone["adb"],
         "--benchmark-binary", phone["bm"], "--runs", "5", "--warmup", "1", "--cooldown", "0",
         *args])
@@ -51,8 +61,8 @@ def rows(phone) -> list[dict]:
     return json.loads(phone["results"].with_suffix(".json").read_text())
 
 
-def test_phone_point_end_to_end(phone, exports, tmp_path):
-    result = bench(phone, exports, "--plot", str(tmp_path / "fig.png"))
+def test_phone_point_end_to_end(phone, bench_exports, tmp_path):
+    result = bench(phone, bench_exports, "--plot", str(tmp_path / "fig.png"))
     assert result.exit_code == 0, result.output
     [row] = rows(phone)
     assert row["device"] == "s22" and row["device_model"] == "SM-S901B"
@@ -63,17 +73,17 @@ def test_phone_point_end_to_end(phone, exports, tmp_path):
     assert "--use_gpu=true" in Path(row["log_file"]).read_text()
     pushed = phone["root"] / "data/local/tmp/mobilevos"
     assert (pushed / "benchmark_model").exists()
-    assert (pushed / f"mobilenetv2-noaspp_q1_{SIZE}_step_fp16.tflite").exists()
+    assert (pushed / f"{FOLDER}_step_fp16.tflite").exists()
     assert (tmp_path / "fig.png").stat().st_size > 1000
     assert phone["results"].read_text().splitlines()[0].startswith("variant,queue,size")
 
-    again = bench(phone, exports)  # measured already: skipped
+    again = bench(phone, bench_exports)  # measured already: skipped
     assert again.exit_code == 0 and "0 point(s) measured, 1 already" in again.output
 
 
-def test_partial_delegation_is_flagged(phone, exports, monkeypatch):
+def test_partial_delegation_is_flagged(phone, bench_exports, monkeypatch):
     monkeypatch.setenv("MVOS_FAKE_PARTIAL", "1")
-    result = bench(phone, exports, "--force")
+    result = bench(phone, bench_exports, "--force")
     assert result.exit_code == 0, result.output
     assert "only 12 ops ran on the GPU, 3 on the CPU" in result.output
     [row] = rows(phone)
@@ -87,31 +97,115 @@ def test_partial_delegation_is_flagged(phone, exports, monkeypatch):
     ("A:device,B:device", [], "several devices attached"),
     ("A:device,B:device", ["--serial", "C"], "no device with serial 'C'"),
 ])
-def test_device_errors_exit_2(phone, exports, monkeypatch, devices, extra, message):
+def test_device_errors_exit_2(phone, bench_exports, monkeypatch, devices, extra, message):
     monkeypatch.setenv("MVOS_FAKE_DEVICES", devices)
-    result = bench(phone, exports, *extra)
+    result = bench(phone, bench_exports, *extra)
     assert result.exit_code == 2 and message in result.output, result.output
     assert not phone["results"].exists()
 
 
-def test_missing_benchmark_binary_and_adb(phone, exports, tmp_path):
+def test_missing_benchmark_binary_and_adb(phone, bench_exports, tmp_path):
     result = CliRunner().invoke(bench_cli, ["--device", "s22", "--size", SIZE, "--adb",
                                             phone["adb"]])
     assert result.exit_code == 2 and "--benchmark-binary" in result.output
-    result = bench(phone, exports, "--adb", str(tmp_path / "no-adb"))
+    result = bench(phone, bench_exports, "--adb", str(tmp_path / "no-adb"))
     assert result.exit_code == 2 and "adb not found" in result.output
-    result = bench(phone, exports, "--benchmark-binary", str(tmp_path / "nope"))
+    result = bench(phone, bench_exports, "--benchmark-binary", str(tmp_path / "nope"))
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_unknown_profile(phone, exports):
-    result = bench(phone, exports, "--device", "pixel99")
+def test_unknown_profile(phone, bench_exports):
+    result = bench(phone, bench_exports, "--device", "pixel99")
     assert result.exit_code == 2 and "no device profile 'pixel99'" in result.output
 
 
-def test_host_engines_side_by_side(exports, tmp_path):
+def test_phone_objects_time_each_graph_and_sum_a_frame(phone, bench_exports):
+    """--objects on the phone: benchmark_model times the step and the K-object loop's
+    graphs of one export, and each K's frame row is encode + K x (segment + memorize) of
+    that run, beside K x step."""
+    from mobilevos_deploy.files import sha256
+
+    folder = bench_exports / FOLDER
+    manifest_sha = sha256(folder / "manifest.json")
+
+    def run(*extra):
+        return bench(phone, bench_exports, "--runs", "3", "--objects", "1-3", *extra)
+
+    result = run()
+    assert result.exit_code == 0, result.output
+    got = {(r["graph"], r["objects"]): r for r in rows(phone)}
+    graphs = ("step", "encode", "segment", "memorize")
+    assert set(got) == {*((g, None) for g in graphs), *(("frame", k) for k in (1, 2, 3))}
+    assert {r["manifest_sha256"] for r in got.values()} == {manifest_sha}  # reused, one run
+    ms = {g: got[g, None]["mean_ms"] for g in graphs}
+    assert all(v > 0 for v in ms.values())
+    for k in (1, 2, 3):
+        frame = got["frame", k]
+        assert frame["mean_ms"] == pytest.approx(ms["encode"] + k * (ms["segment"]
+                                                                     + ms["memorize"]))
+        assert frame["delegation"] == "full" and frame["p50_ms"] is None
+        today = k * ms["step"]
+        assert f"K={k}: encode once + K x (segment + memorize) = {frame['mean_ms']:.1f} ms " \
+               f"per frame; K x step = {today:.1f} ms" in result.output
+    for g in graphs:  # each graph went to the phone and ran there on the GPU
+        pushed = phone["root"] / "data/local/tmp/mobilevos" / f"{folder.name}_{g}_fp16.tflite"
+        assert pushed.read_bytes() == (folder / f"{g}_fp16.tflite").read_bytes()
+        assert f"--graph=/data/local/tmp/mobilevos/{pushed.name}" in Path(
+            got[g, None]["log_file"]).read_text()
+    assert "K=3 frame" in result.output
+
+    again = run()  # measured already: nothing re-timed
+    assert again.exit_code == 0 and "0 point(s) measured, 4 already" in again.output
+    phone["results"].with_suffix(".json").write_text(json.dumps(
+        [r for r in rows(phone) if r["graph"] != "segment"]))
+    partly = run()  # one graph missing: the whole point again, so a frame never mixes runs
+    assert partly.exit_code == 0 and "4 point(s) measured" in partly.output
+
+
+def test_a_missing_export_is_made_with_the_point(bench_exports, tmp_path, monkeypatch):
+    """Where no folder matches, the export library gets the point's student, queue, size and
+    folder, with the K-object graphs for --objects (export_model itself: test_export.py);
+    a matching folder is reused without a call."""
+    from mobilevos_deploy.bench import api
+    from mobilevos_deploy.files import sha256
+    from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT
+
+    calls = []
+
+    def export_model(student, variant, queue, height, width, folder, **kw):
+        calls.append(((variant, queue, height, width, folder), kw))
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(api, "export_model", export_model)
+    for objects in (False, True):
+        with pytest.raises(RuntimeError, match="recorded"):
+            api.ensure_export("mobilenetv2-noaspp", 1, (32, 48), None, tmp_path, objects)
+        point, kw = calls[-1]
+        assert point == ("mobilenetv2-noaspp", 1, 32, 48, tmp_path / "mobilenetv2-noaspp_q1_32x48")
+        assert kw["objects"] is objects and kw["trained"] is True
+        assert kw["checkpoint_sha256"] == sha256(DEFAULT_CHECKPOINT)
+    with pytest.raises(RuntimeError, match="recorded"):  # another student: not reused
+        api.ensure_export("mobilenetv2-noaspp", 2, tuple(map(int, SIZE.split("x"))),
+                          Path("seeded"), bench_exports, True)
+    assert calls[-1][1]["trained"] is False and len(calls) == 3
+    folder, _ = api.ensure_export("mobilenetv2-noaspp", 2, tuple(map(int, SIZE.split("x"))),
+                                  None, bench_exports, True)
+    assert folder == bench_exports / FOLDER and len(calls) == 3
+
+
+def test_objects_need_benchmark_model(bench_exports, tmp_path):
     result = CliRunner().invoke(bench_cli, [
-        "--queue", "1", "--size", SIZE, "--exports", str(exports), "--engines",
+        "--queue", "2", "--size", SIZE, "--exports", str(bench_exports), "--objects", "3",
+        "--results", str(tmp_path / "host.csv")])
+    assert result.exit_code == 2 and "benchmarks/objects_latency.py" in result.output
+    assert not (tmp_path / "host.csv").exists()
+    result = CliRunner().invoke(bench_cli, ["--objects", "0"])
+    assert result.exit_code == 2 and "a number of objects must be in 1..16" in result.output
+
+
+def test_host_engines_side_by_side(bench_exports, tmp_path):
+    result = CliRunner().invoke(bench_cli, [
+        "--queue", "2", "--size", SIZE, "--exports", str(bench_exports), "--engines",
         "tflite,tflite-gpu,onnx,torch", "--runs", "3", "--warmup", "1",
         "--results", str(tmp_path / "host.csv")])
     assert result.exit_code == 0, result.output
@@ -130,9 +224,9 @@ def test_host_engines_side_by_side(exports, tmp_path):
         assert "NOT a GPU latency" in result.output
 
 
-def test_host_op_profile(exports, tmp_path):
+def test_host_op_profile(bench_exports, tmp_path):
     result = CliRunner().invoke(bench_cli, [
-        "--queue", "1", "--size", SIZE, "--exports", str(exports), "--engines", "tflite",
+        "--queue", "2", "--size", SIZE, "--exports", str(bench_exports), "--engines", "tflite",
         "--runs", "2", "--warmup", "1", "--op-profile", "--results", str(tmp_path / "h.csv")])
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "h.json").read_text())[0]
@@ -141,7 +235,7 @@ def test_host_op_profile(exports, tmp_path):
     # every op of the graph was cut out and timed: the table's counts add up to the graph's
     from ai_edge_litert.interpreter import Interpreter
 
-    model = next(exports.glob("*_q1_32x48")) / "step_fp16.tflite"
+    model = bench_exports / FOLDER / "step_fp16.tflite"
     n_ops = len(Interpreter(model_path=str(model))._get_ops_details())
     counts = [int(line.split("|")[2]) for line in table.splitlines()
               if line.startswith("| ") and line.split("|")[2].strip().isdigit()]
@@ -154,8 +248,13 @@ def test_an_export_is_reused_only_for_the_same_point_and_graph_revision():
     from mobilevos_deploy.export.graphs import GRAPH_REVISION
 
     m = {"graph_revision": GRAPH_REVISION, "variant": "resnet18", "queue": 2,
-         "size": [64, 96], "checkpoint": None, "precisions": ["fp32", "fp16"]}
+         "size": [64, 96], "checkpoint": None, "precisions": ["fp32", "fp16"],
+         "graphs": {"init": {}, "step": {}}}
     assert reusable(m, "resnet18", 2, (64, 96), None)
+    objects = ("init", "step", "encode", "start", "segment", "memorize")
+    assert not reusable(m, "resnet18", 2, (64, 96), None, objects)  # --single-object export
+    assert reusable({**m, "graphs": dict.fromkeys(objects, {})}, "resnet18", 2, (64, 96),
+                    None, objects)
     assert not reusable({**m, "graph_revision": GRAPH_REVISION - 1}, "resnet18", 2, (64, 96),
                         None)
     assert not reusable({k: v for k, v in m.items() if k != "graph_revision"}, "resnet18", 2,

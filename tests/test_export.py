@@ -32,9 +32,9 @@ from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
 from .conftest import TRAINED, VARIANTS, ships_objects
 
-# the seeded students at queue 2 (the default one also at 1), and the shipped trained
-# student at the default queue
-CASES = [(v, 2) for v in VARIANTS] + [(NOASPP, 1), (TRAINED, 2)]
+# the seeded students and the shipped trained student at the default queue; queue 1 with
+# every gate, both precisions and the K-object graphs is test_export_gates.py's CLI test
+CASES = [(v, 2) for v in VARIANTS] + [(TRAINED, 2)]
 
 
 def _specs(result):
@@ -163,8 +163,9 @@ def test_step_outputs_feed_back_as_its_inputs(exports, variant, queue, precision
     assert set(sig["inputs"]) == {"frame", *feeds.values()}
     assert set(sig["outputs"]) == {"prob", *feeds}
     # the tensors themselves carry the names (for benchmark_model's --input_layer), in the
-    # declared order; every output is a tensor of its own, at Q = 1 too, where the state
-    # passes through (an output that is an input breaks LiteRT's GPU accelerator)
+    # declared order; every output is a tensor of its own (an output that is an input breaks
+    # LiteRT's GPU accelerator; at Q = 1, where the state passes through, the CLI test of
+    # test_export_gates.py checks it)
     declared = result.manifest["graphs"]["step"]
     assert [d["name"] for d in interpreter.get_input_details()] == \
         [t["name"] for t in declared["inputs"]]
@@ -208,28 +209,31 @@ def test_state_loop_runs_from_the_manifest_alone(exports, variant):
     assert state["mem_valid"].min() == 1.0  # both slots filled after 5 steps
 
 
-def test_rerun_replaces_the_folder_whole(students, tmp_path, monkeypatch):
-    """Staging and replacement only: the gates (tested on every export above) are switched
-    off here (suite time)."""
+def test_rerun_replaces_the_folder_whole(exports, students, tmp_path, monkeypatch):
+    """Staging and replacement only: the folder holds an earlier export (a copy of the
+    session's, with the K-object graphs and both precisions), and an export of one
+    precision, single-object, replaces it whole. The gates (tested on every export above)
+    are switched off here (suite time)."""
+    import shutil
+
     from mobilevos_deploy.export import api
 
     monkeypatch.setattr(api, "_reference_gates", lambda *a: [api.GateResult("none", True)])
     monkeypatch.setattr(api, "_tflite_gates", lambda *a: [])
     monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
     monkeypatch.setattr(api, "_gpu_gate", lambda *a: (None, {"verdict": "not run"}))
-    name, student = "mobilenetv2-noaspp", students["mobilenetv2-noaspp"]
     folder = tmp_path / "out"
-    first = export_model(student, name, 1, 32, 48, folder, trained=False,
-                         precisions=["fp32"], objects=False)
-    # the older export's fp32 files go with it (a user's file would be refused instead:
+    shutil.copytree(exports(NOASPP, 2).folder, folder)
+    assert (folder / "memorize_fp32.tflite").exists()
+    # the older export's files go with it (a user's file would be refused instead:
     # test_hostile.py)
-    second = export_model(student, name, 1, 32, 48, folder, trained=False,
+    second = export_model(students[NOASPP], NOASPP, 1, 32, 48, folder, trained=False,
                           precisions=["fp16"], objects=False)
-    assert second.folder == first.folder == folder
+    assert second.folder == folder
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["init.onnx", "init_fp16.tflite", "manifest.json", "step.onnx",
                      "step_fp16.tflite"]
-    assert second.manifest["precisions"] == ["fp16"]
+    assert second.manifest["precisions"] == ["fp16"] and second.manifest["queue"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -43,7 +43,15 @@ def leftovers(root: Path) -> list[str]:
 COINCIDENT = {"queue": 4, "height": 64, "width": 64}
 
 
-def test_coincident_dimensions_are_avoided_by_construction(students, tmp_path):
+def _no_gpu_gates(monkeypatch) -> None:
+    """For tests of a conversion property the CPU runtimes' gates see: the GPU gates (test_gpu.py)
+    are switched off (suite time; on 2 cores their worker competes with the converter)."""
+    monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
+    monkeypatch.setattr(api, "_gpu_gate", lambda *a: (None, {"verdict": "not run"}))
+
+
+def test_coincident_dimensions_are_avoided_by_construction(students, tmp_path, monkeypatch):
+    _no_gpu_gates(monkeypatch)
     student = students[NAME]
     assert student.config.key_dim == COINCIDENT["queue"] * 4 * 4
     result = export_model(student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
@@ -60,9 +68,11 @@ def test_without_the_padding_onnx2tf_breaks_and_the_gate_says_so(trained, tmp_pa
     step gate fails loudly; so do the rollout gates, which count only the pixels where the
     reference is sure: a mis-converted layer is not confined to the reference's coin tosses."""
     monkeypatch.setattr(readout_module, "distinct_size", lambda size, taken: size)
+    _no_gpu_gates(monkeypatch)
     with pytest.raises(GateError) as err:
         export_model(trained.student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
-                     COINCIDENT["width"], tmp_path / "bad", trained=True, objects=False)
+                     COINCIDENT["width"], tmp_path / "bad", trained=True, objects=False,
+                     precisions=["fp32"])  # the fp32 gates are the ones that must fail
     message = str(err.value)
     assert "tflite32 readout" in message and "nothing was written" in message
     assert "rollout_tflite_fp32" in message and "where the reference is sure" in message
@@ -283,8 +293,8 @@ def run_cli(tmp_path: Path, *args: str):
 @pytest.mark.parametrize(("args", "message"), [
     (["--variant", "resnet50"], "unknown variant 'resnet50'"),
     (["--size", "40x48"], "multiples of 16"),
-    (["--queue", "0"], "queue lengths must be in 1..64"),
-    (["--queue", "65"], "queue lengths must be in 1..64"),
+    (["--queue", "0"], "a queue length must be in 1..64"),
+    (["--queue", "65"], "a queue length must be in 1..64"),
     (["--queue", "1-"], "expected a queue length"),
     (["--queue", "5-2"], "expected a queue length"),
     (["--queue", "two"], "expected a queue length"),
@@ -313,19 +323,36 @@ def test_cli_checkpoint_variant_mismatch(tmp_path):
 
 
 def test_cli_exports_a_checkpoint_marked_trained(tmp_path):
-    ckpt = tmp_path / "student.pt"
-    save_checkpoint(ckpt, build_student(get_variant(NAME).config, seed=3), NAME)
-    result = run_cli(tmp_path, "--ckpt", str(ckpt), "--queue", "1", "--precision", "fp32")
-    assert result.exit_code == 0, result.output
-    assert "GPU analyzer     compatible" in result.output
+    """Also the suite's queue-1 export with every gate, both precisions and the K-object
+    graphs (test_export.py's cases are all at queue 2): at queue 1 the state passes through
+    the step, and each output must still be a tensor of its own."""
     import json
 
-    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    from ai_edge_litert.interpreter import Interpreter
+
+    ckpt = tmp_path / "student.pt"
+    save_checkpoint(ckpt, build_student(get_variant(NAME).config, seed=3), NAME)
+    result = run_cli(tmp_path, "--ckpt", str(ckpt), "--queue", "1")
+    assert result.exit_code == 0, result.output
+    assert "GPU analyzer     compatible" in result.output
+    folder = tmp_path / "o"
+    manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["trained"] is True and manifest["checkpoint"]["path"] == str(ckpt)
-    assert manifest["precisions"] == ["fp32"]
+    assert sorted(manifest["precisions"]) == ["fp16", "fp32"]
     # queue 1: the K-object graphs ship without memorize (the memory never changes)
     assert set(manifest["graphs"]) == {"init", "step", "encode", "start", "segment"}
-    assert manifest["gates"]["rollout_objects_tflite_fp32"]["passed"]
+    gates = manifest["gates"]
+    assert {"step_parity", "rollout_tflite_fp16", "gpu_parity",
+            "rollout_objects_tflite_fp32", "rollout_objects_gpu"} <= set(gates)
+    assert all(g["passed"] for g in gates.values()), gates
+    for path in sorted(folder.glob("*.tflite")):
+        interpreter = Interpreter(model_path=str(path))
+        ins = {d["index"] for d in interpreter.get_input_details()}
+        outs = {d["index"] for d in interpreter.get_output_details()}
+        assert not ins & outs, f"{path.name}: an output is an input tensor"
+        for t in interpreter.get_tensor_details():
+            assert len(t["shape"]) <= 4 and -1 not in list(t["shape_signature"]), (
+                path.name, t["name"])
 
 
 def test_the_converter_never_rewrites_the_onnx_file_it_is_given(tmp_path):

@@ -201,18 +201,31 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
     """The bug LiteRT's GPU accelerator found: at queue 1 the state used to pass through as
     the input tensor itself, and the accelerator then computed from garbage (prob error
     0.25). The conversion check now refuses such a file; without that check the GPU gate
-    fails the export (the CPU interpreter's gates did not see it)."""
+    fails the export (the CPU interpreter's gates did not see it). One export (suite
+    time): the conversion check is recorded instead of enforced, the GPU gate fails the
+    export, and the check, asked of the files the export handed it, refuses the step."""
+    import shutil
+
+    from mobilevos_deploy.export.runtimes import check_io
+
     monkeypatch.setattr(stages_module, "pass_through", lambda x: x)
-    with pytest.raises(AssertionError, match="an output is also an input tensor"):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "a", trained=False,
-                     objects=False, precisions=["fp32"])
-    monkeypatch.setattr(api, "check_io", lambda path, spec: None)
+    handed = {}
+
+    def record(path, spec):
+        handed[path.name] = (tmp_path / path.name, spec)
+        shutil.copyfile(path, tmp_path / path.name)
+
+    monkeypatch.setattr(api, "check_io", record)
     with pytest.raises(GateError) as err:
         export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "b", trained=False,
                      objects=False, precisions=["fp32"])
     message = str(err.value)
     assert "gpu_parity" in message and "step_fp32 prob" in message
     assert "rollout_tflite" not in message  # XNNPACK runs the aliased file correctly
+    assert sorted(handed) == ["init_fp32.tflite", "step_fp32.tflite"]
+    check_io(*handed["init_fp32.tflite"])
+    with pytest.raises(AssertionError, match="an output is also an input tensor"):
+        check_io(*handed["step_fp32.tflite"])
 
 
 # --- the fp16-compute gate --------------------------------------------------------------------

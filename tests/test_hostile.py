@@ -125,7 +125,7 @@ def _row(**change) -> BenchRow:
     values.update(variant=VARIANT, queue=2, size="32x48", precision="fp16", engine="tflite",
                   delegate="xnnpack", threads=2, device="host", device_model="", soc="",
                   android="", runs=3, delegation="cpu", tools="{}", manifest_sha256="x",
-                  timestamp="t", mean_ms=1.5, log_file="", gpu_device="")
+                  timestamp="t", mean_ms=1.5, log_file="", gpu_device="", graph="step")
     values.update(change)
     return BenchRow(**values)
 

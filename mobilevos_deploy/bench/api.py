@@ -4,10 +4,17 @@ A point is (variant, queue) at one size and precision. Exports come from the exp
 library and are reused when the folder's manifest matches (variant, queue, size, weights);
 otherwise they are made, with every gate, first. Rows already in the results file are
 skipped unless ``force``.
+
+With ``objects`` (K = 1, 2, ...), ``benchmark_model`` (on the phone, or a host binary)
+times each graph of the K-object loop beside the step, in one run, and a "frame" row per K
+holds their per-frame sum: encode + K x (segment + memorize) (no memorize at queue 1),
+against K x step for today's loop. The app's aggregation between segment and memorize runs
+on the CPU and is not in that sum (``export/README.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -17,7 +24,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..export.api import default_folder_name, export_model
-from ..export.graphs import GRAPH_REVISION
+from ..export.graphs import GRAPH_REVISION, SINGLE_GRAPHS, multi_graphs
 from ..export.manifest import MANIFEST
 from ..export.verify import manifest_problems, verify_files
 from ..files import atomic_path, check_writable, sha256
@@ -28,7 +35,7 @@ from .device import find_binary, run_point
 from .devices import device_info, load_profile, profile_mismatches
 from .host import run_in_child
 from .parse import BenchmarkOutput, parse_benchmark_output
-from .results import BenchRow, ResultStore, now, plot, sample_stats
+from .results import FRAME, BenchRow, ResultStore, now, plot, sample_stats
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class BenchRequest:
     op_profile: bool = False
     cooldown_s: float = 10.0
     timeout_s: float = 600.0
+    objects: tuple[int, ...] = ()  # K: time the K-object loop's graphs (benchmark_model)
 
 
 @dataclass
@@ -64,15 +72,22 @@ class BenchReport:
     plot: Path | None = None
 
 
+def loop_graphs(queue: int) -> tuple[str, ...]:
+    """The K-object loop's graphs that run on every frame after the first (``start``
+    runs once, on the first)."""
+    return tuple(g for g in multi_graphs(queue) if g != "start")
+
+
 def reusable(manifest: dict, variant: str, queue: int, size: tuple[int, int],
-             ckpt_sha256: str | None) -> bool:
+             ckpt_sha256: str | None, graphs: tuple[str, ...] = SINGLE_GRAPHS) -> bool:
     """Whether an existing export is this point's: same student, queue, size and graph
-    revision, with both TFLite precisions."""
+    revision, with both TFLite precisions and ``graphs``."""
     have_ckpt = (manifest.get("checkpoint") or {}).get("sha256")
     return (manifest.get("graph_revision") == GRAPH_REVISION
             and (manifest["variant"], manifest["queue"], list(manifest["size"]), have_ckpt)
             == (variant, queue, list(size), ckpt_sha256)
-            and {"fp32", "fp16"} <= set(manifest["precisions"]))
+            and {"fp32", "fp16"} <= set(manifest["precisions"])
+            and set(graphs) <= set(manifest["graphs"]))
 
 
 def _json(path: Path) -> object:
@@ -84,21 +99,23 @@ def _json(path: Path) -> object:
 
 
 def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | None,
-                  exports: Path) -> tuple[Path, dict]:
-    """The export folder for this point: reused if its manifest matches, else made."""
+                  exports: Path, objects: bool = False) -> tuple[Path, dict]:
+    """The export folder for this point: reused if its manifest matches (with the K-object
+    graphs when ``objects``), else made."""
     height, width = size
     folder = exports / default_folder_name(variant, queue, height, width)
     chosen = student_for(ckpt, variant)
     want_ckpt = chosen.sha256
     m = _json(folder / MANIFEST)  # one read; an unreadable or invalid one is not reused
+    graphs = SINGLE_GRAPHS + (multi_graphs(queue) if objects else ())
     if isinstance(m, dict) and not manifest_problems(m) and reusable(m, variant, queue, size,
-                                                                     want_ckpt):
+                                                                     want_ckpt, graphs):
         verify_files(folder, m, m["files"])  # a changed file is refused, never timed
         return folder, m
     result = export_model(chosen.student, variant, queue, height, width, folder,
                           trained=chosen.trained, checkpoint=chosen.checkpoint,
                           checkpoint_sha256=chosen.sha256,
-                          model_name=chosen.name, objects=False)  # it times init and step
+                          model_name=chosen.name, objects=objects)
     return folder, result.manifest
 
 
@@ -114,14 +131,15 @@ def _labels(req: BenchRequest, engine: str) -> tuple[str, str, int | None]:
     return "cpu", "fp32", req.threads
 
 
-def _row_key(req: BenchRequest, variant: str, queue: int, engine: str, info: dict) -> tuple:
+def _row_key(req: BenchRequest, variant: str, queue: int, engine: str, info: dict,
+             graph: str = "step", objects: int | None = None) -> tuple:
     delegate, precision, threads = _labels(req, engine)
     return (variant, queue, f"{req.size[0]}x{req.size[1]}", precision, engine, delegate,
-            threads, req.device, info.get("model", ""))
+            threads, req.device, info.get("model", ""), graph, objects)
 
 
 def _row(req: BenchRequest, variant: str, queue: int, engine: str, info: dict,
-         manifest: dict, folder: Path, **figures) -> BenchRow:
+         manifest: dict, folder: Path, graph: str = "step", **figures) -> BenchRow:
     delegate, precision, threads = _labels(req, engine)
     base = {k: None for k in ("init_ms", "first_ms", "warmup_ms", "mean_ms", "std_ms",
                               "min_ms", "max_ms", "p50_ms", "p90_ms", "peak_memory_mb",
@@ -134,7 +152,48 @@ def _row(req: BenchRequest, variant: str, queue: int, engine: str, info: dict,
         device_model=info.get("model", ""), soc=info.get("soc", ""),
         android=info.get("android", ""), runs=req.runs,
         delegation=base.pop("delegation", "cpu"), tools=json.dumps(manifest["tools"]),
-        manifest_sha256=sha256(folder / MANIFEST), timestamp=now(), **base)
+        manifest_sha256=sha256(folder / MANIFEST), timestamp=now(), graph=graph, **base)
+
+
+def frame_rows(rows: dict[str, BenchRow], counts: tuple[int, ...]) -> list[BenchRow]:
+    """One "frame" row per K in ``counts``, summed from one run's graph rows (by graph
+    name): mean = encode + K x (segment + memorize), the means of runs timed apart (a sum
+    of means is the mean of the sum; no other statistic adds up, so they are left out).
+    Delegation is the worst of the graphs'; no memory figure (the app holds every graph)."""
+    per_object = [g for g in rows if g not in ("step", "encode")]
+    out = []
+    for k in counts:
+        parts = [rows["encode"], *[rows[g] for g in per_object]]
+        mean = rows["encode"].mean_ms + k * sum(rows[g].mean_ms for g in per_object)
+        delegation = next((d for d in ("partial", "unknown", "cpu")
+                           if any(r.delegation == d for r in parts)), "full")
+        thermal = [r.thermal_status for r in parts if r.thermal_status is not None]
+        first = rows["encode"]
+        out.append(dataclasses.replace(
+            first, graph=FRAME, objects=k, mean_ms=mean, delegation=delegation,
+            init_ms=None, first_ms=None, warmup_ms=None, std_ms=None, min_ms=None,
+            max_ms=None, p50_ms=None, p90_ms=None, peak_memory_mb=None, gpu_ops=None,
+            cpu_ops=None, thermal_status=max(thermal) if thermal else None, log_file="",
+            timestamp=now()))
+    return out
+
+
+def objects_summary(rows: list[BenchRow]) -> list[str]:
+    """Lines comparing each frame row with K x step of the same run (same export)."""
+    lines = []
+    for r in rows:
+        if r.graph != FRAME:
+            continue
+        step = next((s for s in rows if s.graph == "step" and s.manifest_sha256 ==
+                     r.manifest_sha256 and s.key()[:9] == r.key()[:9]), None)
+        if step is None or step.mean_ms is None:
+            continue
+        today = r.objects * step.mean_ms
+        lines.append(f"{r.variant} q{r.queue} {r.size} {r.precision} on {r.device}, "
+                     f"K={r.objects}: encode once + K x (segment + memorize) = "
+                     f"{r.mean_ms:.1f} ms per frame; K x step = {today:.1f} ms; "
+                     f"new/today {r.mean_ms / today:.3f}")
+    return lines
 
 
 def _from_output(out: BenchmarkOutput) -> dict:
@@ -208,20 +267,33 @@ def run_bench(req: BenchRequest,
         info = device_info(adb)
         report.warnings += [f"WARNING: this phone is not a {req.device}: {p}"
                             for p in profile_mismatches(info, profile)]
+    if req.objects and adb is None and binary is None:
+        raise UserError("--objects times each graph of the K-object loop with benchmark_model: "
+                        "on a phone (--device s22), or on this host with --benchmark-binary "
+                        "(a Linux x86-64 benchmark_model). Without one, the host's K-object "
+                        "loop is timed whole, aggregation included, by python "
+                        "benchmarks/objects_latency.py")
     points = [(v, q) for v in req.variants for q in req.queues]
     for index, (variant, queue) in enumerate(points):
         label = f"{variant} q{queue}"
         if progress:
             progress(index, len(points), label)
-        engines = ["tflite"] if adb else list(req.engines)
-        keys = {e: _row_key(req, variant, queue, e, info) for e in engines}
-        todo = [e for e in engines if req.force or not store.has(keys[e])]
-        report.skipped += [keys[e] for e in engines if e not in todo]
+        # with --objects every graph is timed by benchmark_model, the step beside them
+        engines = ["tflite"] if adb or req.objects else list(req.engines)
+        graphs = ("step", *loop_graphs(queue)) if req.objects else ("step",)
+        jobs = [(e, g) for e in engines for g in graphs]
+        keys = {(e, g): _row_key(req, variant, queue, e, info, g) for e, g in jobs}
+        todo = [j for j in jobs if req.force or not store.has(keys[j])]
+        if req.objects and todo:
+            todo = jobs  # a frame's sum comes from one run of one export, never mixed
+        report.skipped += [keys[j] for j in jobs if j not in todo]
         if not todo:
             continue
-        folder, manifest = ensure_export(variant, queue, req.size, req.ckpt, req.exports)
-        model = folder / f"step_{req.precision}.tflite"
-        for engine in todo:
+        folder, manifest = ensure_export(variant, queue, req.size, req.ckpt, req.exports,
+                                         objects=bool(req.objects))
+        timed: dict[str, BenchRow] = {}
+        for engine, graph in todo:
+            model = folder / f"{graph}_{req.precision}.tflite"
             if adb is not None:
                 if report.new:
                     time.sleep(req.cooldown_s)  # let the phone cool between points
@@ -231,16 +303,17 @@ def run_bench(req: BenchRequest,
                                 timeout_s=req.timeout_s)
                 figures = _from_output(run.output)
                 figures["thermal_status"] = run.thermal_status
-                row = _row(req, variant, queue, engine, info, manifest, folder, **figures)
+                row = _row(req, variant, queue, engine, info, manifest, folder, graph,
+                           **figures)
                 log = req.results.parent / f"{req.results.stem}_logs" / (
-                    f"{folder.name}_{req.precision}_{req.device}_{adb.serial}.txt")
+                    f"{folder.name}_{model.stem}_{req.device}_{adb.serial}.txt")
                 log.parent.mkdir(parents=True, exist_ok=True)
                 log.write_text(f"$ {run.command}\n{run.log}\n")
                 row.log_file = str(log)
             elif engine == "tflite" and binary is not None:
                 out = run_local_benchmark_model(binary, model, req.threads, req.runs,
                                                 req.warmup, req.timeout_s)
-                row = _row(req, variant, queue, engine, info, manifest, folder,
+                row = _row(req, variant, queue, engine, info, manifest, folder, graph,
                            **_from_output(out))
             else:
                 m = run_in_child(folder, engine, req.precision, req.threads, req.warmup,
@@ -256,10 +329,15 @@ def run_bench(req: BenchRequest,
                     row.log_file = str(_host_op_profile(req, folder, model))
             if row.delegation == "partial":
                 report.warnings.append(
-                    f"WARNING: {label}: only {row.gpu_ops} ops ran on the GPU, {row.cpu_ops} "
-                    "on the CPU; the point is flagged 'partial' and kept off the GPU curve")
+                    f"WARNING: {label} {graph}: only {row.gpu_ops} ops ran on the GPU, "
+                    f"{row.cpu_ops} on the CPU; the point is flagged 'partial' and kept off "
+                    "the GPU curve")
             store.add(row)
             report.new.append(row)
+            timed[graph] = row
+        if req.objects:
+            for row in frame_rows(timed, req.objects):
+                store.add(row)
     if progress:
         progress(len(points), len(points), "done")
     report.rows = store.rows

@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..files import atomic_path, check_writable
 
 FPS30_MS = 1000.0 / 30.0
+FRAME = "frame"  # BenchRow.graph of a per-frame sum over the K-object loop's graphs
 
 
 @dataclass
@@ -52,10 +53,21 @@ class BenchRow:
     timestamp: str
     log_file: str = ""  # the raw benchmark_model output of a phone point (op profile too)
     gpu_device: str = ""  # tflite-gpu on the host: the Vulkan device, "software" if it is one
+    # which exported graph was timed: "step" (the paper's single-object graph), or one of
+    # the K-object loop's (encode | segment | memorize); "frame" is not timed but summed
+    # from one run's graph rows: encode + K x (segment + memorize), for K = ``objects``
+    graph: str = "step"
+    objects: int | None = None
 
     def key(self) -> tuple:
         return (self.variant, self.queue, self.size, self.precision, self.engine,
-                self.delegate, self.threads, self.device, self.device_model)
+                self.delegate, self.threads, self.device, self.device_model, self.graph,
+                self.objects)
+
+    @property
+    def label(self) -> str:
+        """The graph column: step, encode, ..., or "K=3 frame" for a summed row."""
+        return f"K={self.objects} frame" if self.graph == FRAME else self.graph
 
 
 FIELDS = [f.name for f in fields(BenchRow)]
@@ -172,24 +184,28 @@ def format_table(rows: list[BenchRow]) -> str:
     def f(v: float | None, spec: str = ".1f") -> str:
         return "-" if v is None else format(v, spec)
 
-    head = (f"{'variant':<19} {'q':>3} {'size':>8} {'prec':>4} {'engine':<14} {'mean ms':>8} "
-            f"{'p50':>8} {'min':>8} {'std':>6} {'peak MB':>8}  delegation")
+    head = (f"{'variant':<19} {'q':>3} {'size':>8} {'prec':>4} {'engine':<14} {'graph':<11} "
+            f"{'mean ms':>8} {'p50':>8} {'min':>8} {'std':>6} {'peak MB':>8}  delegation")
     lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: (r.device, r.variant, r.engine, r.precision, r.queue)):
+    order = {g: i for i, g in enumerate(("step", "encode", "segment", "memorize", FRAME))}
+    for r in sorted(rows, key=lambda r: (r.device, r.variant, r.engine, r.precision, r.queue,
+                                         order.get(r.graph, 9), r.objects or 0)):
         deleg = r.delegation + (f" ({r.gpu_ops} GPU / {r.cpu_ops} CPU ops)"
                                 if r.delegation == "partial" and r.gpu_ops is not None else "")
         if r.gpu_device:
             deleg += f" on {r.gpu_device}" + (": NOT a GPU latency"
                                                if "software" in r.gpu_device else "")
         lines.append(f"{r.variant:<19} {r.queue:>3} {r.size:>8} {r.precision:>4} "
-                     f"{r.engine + '/' + r.delegate:<14} {f(r.mean_ms):>8} {f(r.p50_ms):>8} "
-                     f"{f(r.min_ms):>8} {f(r.std_ms):>6} {f(r.peak_memory_mb):>8}  {deleg}")
+                     f"{r.engine + '/' + r.delegate:<14} {r.label:<11} {f(r.mean_ms):>8} "
+                     f"{f(r.p50_ms):>8} {f(r.min_ms):>8} {f(r.std_ms):>6} "
+                     f"{f(r.peak_memory_mb):>8}  {deleg}")
     return "\n".join(lines)
 
 
 def plot(rows: list[BenchRow], path: Path) -> None:
-    """Latency vs queue length per variant and engine, with the 30 FPS line (paper Fig. 4).
-    Points not fully delegated to the GPU are drawn apart (red x), never joined to a curve."""
+    """Step latency vs queue length per variant and engine, with the 30 FPS line (paper
+    Fig. 4); rows of other graphs are not drawn. Points not fully delegated to the GPU are
+    drawn apart (red x), never joined to a curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,7 +215,7 @@ def plot(rows: list[BenchRow], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[tuple, list[BenchRow]] = {}
     for r in rows:
-        if r.mean_ms is not None:
+        if r.mean_ms is not None and r.graph == "step":
             device = r.device + (" software Vulkan, not a GPU" if "software" in r.gpu_device
                                  else "")
             series.setdefault((device, r.variant, r.engine, r.delegate, r.precision),

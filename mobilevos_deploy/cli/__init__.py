@@ -93,23 +93,28 @@ def parse_size(text: str, multiple: int = 16) -> tuple[int, int]:
 MAX_QUEUE = 64
 
 
-def parse_queues(text: str) -> list[int]:
-    """'2' → [2], '1-20' → [1..20], '1,2,5' → [1, 2, 5]; each in 1..64."""
-    queues: list[int] = []
+def parse_counts(text: str, what: str, high: int) -> list[int]:
+    """'2' → [2], '1-4' → [1..4], '1,2,5' → [1, 2, 5]; each in 1..high, sorted, unique."""
+    counts: list[int] = []
     try:
         for part in text.split(","):
             lo, dash, hi = part.strip().partition("-")
             first, last = int(lo), int(hi if dash else lo)
             if first > last:
                 raise ValueError
-            queues += range(first, last + 1)
+            counts += range(first, last + 1)
     except ValueError:
-        raise click.BadParameter(f"expected a queue length like 2, 1-20 or 1,2,5, got "
+        raise click.BadParameter(f"expected a {what} like 2, 1-4 or 1,2,5, got "
                                  f"{text!r}") from None
-    bad = [q for q in queues if not 1 <= q <= MAX_QUEUE]
+    bad = [q for q in counts if not 1 <= q <= high]
     if bad:
-        raise click.BadParameter(f"queue lengths must be in 1..{MAX_QUEUE}, got {bad[0]}")
-    return sorted(set(queues))
+        raise click.BadParameter(f"a {what} must be in 1..{high}, got {bad[0]}")
+    return sorted(set(counts))
+
+
+def parse_queues(text: str) -> list[int]:
+    """'2' → [2], '1-20' → [1..20], '1,2,5' → [1, 2, 5]; each in 1..64."""
+    return parse_counts(text, "queue length", MAX_QUEUE)
 
 
 class FiniteFloat(click.ParamType):

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
-from ..bench.api import BenchRequest, run_bench
+from ..bench.api import BenchRequest, objects_summary, run_bench
 from ..bench.host import ENGINES
 from ..bench.results import format_table
 from ..model.checkpoint import SEEDED
 from ..model.config import DEFAULT_VARIANT, get_variant, variant_names
-from . import FiniteFloat, parse_queues, parse_size, user_errors
+from . import FiniteFloat, parse_counts, parse_queues, parse_size, user_errors
+
+MAX_OBJECTS = 16
 
 
 def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -62,12 +64,17 @@ def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
               "the results' _logs folder.")
 @click.option("--cooldown", type=FiniteFloat(0.0, 3600.0), default=10.0, show_default=True,
               help="Seconds between phone points.")
+@click.option("--objects", default=None, help="K objects per frame, e.g. 3, 1-4 or 1,2,4: "
+              "benchmark_model times each graph of the K-object loop (encode, segment, "
+              "memorize) beside the step, and a row per K sums encode + K x (segment + "
+              "memorize) per frame, against K x step. On a phone, or on this host with "
+              "--benchmark-binary.")
 @user_errors
 def main(device: str, serial: str | None, variants: str, queues: str, size: str,
          precision: str, engines: str, runs: int, warmup: int, threads: int,
          ckpt: str | None, exports: str, results_file: str, plot_file: str | None,
          force: bool, benchmark_binary: str | None, adb_path: str | None, op_profile: bool,
-         cooldown: float) -> None:
+         cooldown: float, objects: str | None) -> None:
     names = tuple(variant_names()) if variants == "all" else \
         _list(variants, tuple(variant_names()), "variant")
     for name in names:
@@ -83,7 +90,9 @@ def main(device: str, serial: str | None, variants: str, queues: str, size: str,
         threads=threads, ckpt=Path(ckpt) if ckpt else None, exports=Path(exports),
         results=Path(results_file), plot=Path(plot_file) if plot_file else None, force=force,
         serial=serial, adb=adb_path, benchmark_binary=benchmark_binary,
-        op_profile=op_profile, cooldown_s=cooldown)
+        op_profile=op_profile, cooldown_s=cooldown,
+        objects=tuple(parse_counts(objects, "number of objects", MAX_OBJECTS)) if objects
+        else ())
     with click.progressbar(length=len(names) * len(req.queues), label="benchmark",
                            file=sys.stderr,
                            item_show_func=lambda label: label) as bar:
@@ -94,6 +103,8 @@ def main(device: str, serial: str | None, variants: str, queues: str, size: str,
     shown = [r for r in report.rows if r.device == device and r.variant in names
              and r.queue in req.queues]
     click.echo(format_table(shown))
+    for line in objects_summary(shown):
+        click.echo(line)
     click.echo(f"{len(report.new)} point(s) measured, {len(report.skipped)} already in "
                f"{req.results} (use --force to re-measure)")
     for row in report.new:
