@@ -193,14 +193,25 @@ def test_a_missing_export_is_made_with_the_point(bench_exports, tmp_path, monkey
     assert folder == bench_exports / FOLDER and len(calls) == 3
 
 
-def test_objects_need_benchmark_model(bench_exports, tmp_path):
-    result = CliRunner().invoke(bench_cli, [
-        "--queue", "2", "--size", SIZE, "--exports", str(bench_exports), "--objects", "3",
-        "--results", str(tmp_path / "host.csv")])
+def test_objects_need_benchmark_model(phone, bench_exports, tmp_path):
+    """On this host --objects runs a Linux benchmark_model (the stand-in here) on each
+    graph; without one it stops and names the script that times the host's whole loop."""
+    args = ["--queue", "2", "--size", SIZE, "--exports", str(bench_exports), "--objects", "2",
+            "--runs", "2", "--warmup", "1", "--results", str(tmp_path / "host.csv")]
+    result = CliRunner().invoke(bench_cli, args)
     assert result.exit_code == 2 and "benchmarks/objects_latency.py" in result.output
     assert not (tmp_path / "host.csv").exists()
     result = CliRunner().invoke(bench_cli, ["--objects", "0"])
     assert result.exit_code == 2 and "a number of objects must be in 1..16" in result.output
+    result = CliRunner().invoke(bench_cli, [*args, "--benchmark-binary", phone["bm"]])
+    assert result.exit_code == 0, result.output
+    got = {(r["graph"], r["objects"]): r
+           for r in json.loads((tmp_path / "host.json").read_text())}
+    assert set(got) == {("step", None), ("encode", None), ("segment", None),
+                        ("memorize", None), ("frame", 2)}
+    assert {(r["device"], r["engine"], r["threads"]) for r in got.values()} == {
+        ("host", "tflite", 2)}
+    assert "K=2: encode once" in result.output
 
 
 def test_host_engines_side_by_side(bench_exports, tmp_path):
