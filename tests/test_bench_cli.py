@@ -156,6 +156,14 @@ def test_phone_objects_time_each_graph_and_sum_a_frame(phone, bench_exports):
 
     again = run()  # measured already: nothing re-timed
     assert again.exit_code == 0 and "0 point(s) measured, 4 already" in again.output
+    more = bench(phone, bench_exports, "--runs", "3", "--objects", "2,4")  # K=4 is new
+    assert more.exit_code == 0 and "4 point(s) measured" in more.output, more.output
+    frames = {r["objects"]: r for r in rows(phone) if r["graph"] == "frame"}
+    assert sorted(frames) == [2, 4]  # K = 1 and 3 were the earlier run's: not kept beside
+    ms = {r["graph"]: r["mean_ms"] for r in rows(phone) if r["graph"] in graphs}
+    for k, frame in frames.items():  # summed from this run's graph rows
+        assert frame["mean_ms"] == pytest.approx(ms["encode"] + k * (ms["segment"]
+                                                                     + ms["memorize"]))
     phone["results"].with_suffix(".json").write_text(json.dumps(
         [r for r in rows(phone) if r["graph"] != "segment"]))
     partly = run()  # one graph missing: the whole point again, so a frame never mixes runs
@@ -212,6 +220,7 @@ def test_objects_need_benchmark_model(phone, bench_exports, tmp_path):
     assert {(r["device"], r["engine"], r["threads"]) for r in got.values()} == {
         ("host", "tflite", 2)}
     assert "K=2: encode once" in result.output
+    assert "TFLite file only; onnx, torch not run" in result.output  # the default engines
 
 
 def test_host_engines_side_by_side(bench_exports, tmp_path):

@@ -70,6 +70,7 @@ class BenchReport:
     rows: list[BenchRow]  # everything in the results file
     warnings: list[str] = field(default_factory=list)
     plot: Path | None = None
+    objects: list[str] = field(default_factory=list)  # K-object lines of this run's points
 
 
 def loop_graphs(queue: int) -> tuple[str, ...]:
@@ -178,21 +179,20 @@ def frame_rows(rows: dict[str, BenchRow], counts: tuple[int, ...]) -> list[Bench
     return out
 
 
-def objects_summary(rows: list[BenchRow]) -> list[str]:
-    """Lines comparing each frame row with K x step of the same run (same export)."""
+def objects_lines(step: BenchRow, frames: list[BenchRow]) -> list[str]:
+    """Each frame row of one run against K x the step timed in the same run."""
     lines = []
-    for r in rows:
-        if r.graph != FRAME:
-            continue
-        step = next((s for s in rows if s.graph == "step" and s.manifest_sha256 ==
-                     r.manifest_sha256 and s.key()[:9] == r.key()[:9]), None)
-        if step is None or step.mean_ms is None:
-            continue
+    for r in frames:
         today = r.objects * step.mean_ms
-        lines.append(f"{r.variant} q{r.queue} {r.size} {r.precision} on {r.device}, "
-                     f"K={r.objects}: encode once + K x (segment + memorize) = "
-                     f"{r.mean_ms:.1f} ms per frame; K x step = {today:.1f} ms; "
-                     f"new/today {r.mean_ms / today:.3f}")
+        line = (f"{r.variant} q{r.queue} {r.size} {r.precision} on {r.device}, K={r.objects}: "
+                f"encode once + K x (segment + memorize) = {r.mean_ms:.1f} ms per frame; "
+                f"K x step = {today:.1f} ms")
+        if r.delegation == step.delegation and r.delegation in ("full", "cpu"):
+            line += f"; new/today {r.mean_ms / today:.3f}"
+        else:  # a graph only partly on the GPU: no ratio between unlike figures
+            line += (f" (delegation: loop {r.delegation}, step {step.delegation}; no ratio; "
+                     "see the graph rows)")
+        lines.append(line)
     return lines
 
 
@@ -267,6 +267,10 @@ def run_bench(req: BenchRequest,
         info = device_info(adb)
         report.warnings += [f"WARNING: this phone is not a {req.device}: {p}"
                             for p in profile_mismatches(info, profile)]
+    if req.objects and adb is None and set(req.engines) - {"tflite"}:
+        report.warnings.append(
+            "WARNING: --objects times every graph with benchmark_model: the TFLite file only; "
+            f"{', '.join(e for e in req.engines if e != 'tflite')} not run")
     if req.objects and adb is None and binary is None:
         raise UserError("--objects times each graph of the K-object loop with benchmark_model: "
                         "on a phone (--device s22), or on this host with --benchmark-binary "
@@ -284,7 +288,8 @@ def run_bench(req: BenchRequest,
         jobs = [(e, g) for e in engines for g in graphs]
         keys = {(e, g): _row_key(req, variant, queue, e, info, g) for e, g in jobs}
         todo = [j for j in jobs if req.force or not store.has(keys[j])]
-        if req.objects and todo:
+        frames = [_row_key(req, variant, queue, "tflite", info, FRAME, k) for k in req.objects]
+        if req.objects and (todo or not all(store.has(k) for k in frames)):
             todo = jobs  # a frame's sum comes from one run of one export, never mixed
         report.skipped += [keys[j] for j in jobs if j not in todo]
         if not todo:
@@ -335,9 +340,14 @@ def run_bench(req: BenchRequest,
             store.add(row)
             report.new.append(row)
             timed[graph] = row
-        if req.objects:
-            for row in frame_rows(timed, req.objects):
-                store.add(row)
+        if req.objects:  # this run's frames replace every earlier frame of the point
+            point = keys["tflite", "step"][:9]
+            made = frame_rows(timed, req.objects)
+            earlier = frozenset(r.key() for r in store.rows if r.graph == FRAME
+                                and r.key()[:9] == point and r.objects not in req.objects)
+            for row in made:
+                store.add(row, drop=earlier)
+            report.objects += objects_lines(timed["step"], made)
     if progress:
         progress(len(points), len(points), "done")
     report.rows = store.rows

@@ -105,9 +105,11 @@ class ResultStore:
     def has(self, row_key: tuple) -> bool:
         return any(r.key() == row_key for r in self.rows)
 
-    def add(self, row: BenchRow) -> None:
-        """Replace a row with the same key, else append; both files rewritten atomically."""
-        self.rows = [r for r in self.rows if r.key() != row.key()] + [row]
+    def add(self, row: BenchRow, drop: frozenset[tuple] = frozenset()) -> None:
+        """Replace a row with the same key, else append; rows keyed in ``drop`` are removed
+        in the same write; both files rewritten atomically."""
+        self.rows = [r for r in self.rows if r.key() != row.key() and r.key() not in drop]
+        self.rows.append(row)
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=FIELDS)

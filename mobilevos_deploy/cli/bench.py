@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..bench.api import BenchRequest, objects_summary, run_bench
+from ..bench.api import BenchRequest, run_bench
 from ..bench.host import ENGINES
 from ..bench.results import format_table
 from ..model.checkpoint import SEEDED
@@ -103,7 +103,7 @@ def main(device: str, serial: str | None, variants: str, queues: str, size: str,
     shown = [r for r in report.rows if r.device == device and r.variant in names
              and r.queue in req.queues]
     click.echo(format_table(shown))
-    for line in objects_summary(shown):
+    for line in report.objects:
         click.echo(line)
     click.echo(f"{len(report.new)} point(s) measured, {len(report.skipped)} already in "
                f"{req.results} (use --force to re-measure)")
