@@ -375,6 +375,86 @@ def test_the_converter_never_rewrites_the_onnx_file_it_is_given(tmp_path):
     assert sha256(tmp_path / "work" / "control" / "control.onnx") != before  # onnxsim's copy
 
 
+def _probe_with(student, queue: int, spec, prob_fn=None, value_bug: float = 0.0):
+    """A stand-in runtime: PyTorch fp32's probe whose probability is ``prob_fn``'s (both the
+    output and what its memory write encodes, as one tensor in a real runtime), and whose
+    value encoder's fusing weights are off by ``value_bug`` (a conversion bug in the memory
+    write)."""
+    import copy
+
+    from mobilevos_deploy.export.graphs import graph_module
+    from mobilevos_deploy.model.student import ValueEncoder
+
+    module = copy.deepcopy(graph_module(student, queue, "probe"))
+    with torch.no_grad():
+        module.student.value_encoder.fuse.weight.mul_(1.0 + value_bug)
+    prob_fn = prob_fn or (lambda p: p)
+    encoder = next(m for m in module.modules() if isinstance(m, ValueEncoder))
+    encoder.register_forward_pre_hook(
+        lambda _, args: (torch.cat([prob_fn(args[0][:, :1]), args[0][:, 1:]], dim=1), args[1]))
+
+    def run(inputs):
+        with torch.no_grad():
+            outs = module(*(torch.from_numpy(inputs[n]) for n in spec.input_names))
+        got = {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+        got["prob"] = prob_fn(torch.from_numpy(got["prob"])).numpy()
+        return got
+
+    return run
+
+
+def test_the_memory_write_is_judged_on_the_runtimes_own_mask(trained):
+    """step_parity with ``exact_given_prob``: a runtime's memory write is measured against
+    exact arithmetic encoding the probability that runtime predicted.
+
+    ONNX Runtime's sigmoid is accurate in absolute terms (~1e-7), not relative, and the
+    trained value encoder amplifies the background's last bits: at 480x864 that alone put
+    ORT's memory values 9.2e-5 from exact arithmetic (limit 1e-4). Here a sigmoid rounded
+    to an absolute 2^-20 (its prob 70x inside prob's own limit) stands in at 64x96: it
+    fails the unconditioned comparison and passes the conditioned one, at PyTorch fp32's
+    own error. A 1e-3 error in the value encoder's weights (a conversion bug in the memory
+    write) fails both; a probability off by more than its limit fails on prob."""
+    from mobilevos_deploy.export.graphs import graph_module, graph_specs
+    from mobilevos_deploy.export.parity import step_parity
+    from mobilevos_deploy.export.runtimes import exact_given_prob, exact_runner
+
+    student, queue = trained.student, 2
+    specs = graph_specs(student, queue, 64, 96)
+    spec = specs["probe"]
+    ref = api._reference_inputs(student, queue, specs, 64, 96, False)
+    given = exact_given_prob(graph_module(student, queue, "probe"), spec)
+    # given the exact probability, it is the exact step, bit for bit
+    same = given(ref.inputs, ref.exact["prob"])
+    exact = exact_runner(graph_module(student, queue, "probe"), spec)(ref.inputs)
+    assert all(np.array_equal(same[n], exact[n]) for n in spec.output_names)
+    # another probability moves the memory write only
+    moved = given(ref.inputs, np.clip(ref.exact["prob"] + 1e-3, 0.0, 1.0))
+    assert not np.array_equal(moved["next_mem_values"], exact["next_mem_values"])
+    assert all(np.array_equal(moved[n], exact[n]) for n in spec.output_names
+               if n != "next_mem_values")
+
+    def gate(runtime, conditioned: bool):
+        return step_parity(spec, lambda _: ref.expected, {"rt": runtime}, ref.inputs,
+                           exact=ref.exact, exact_given_prob=given if conditioned else None)
+
+    quantum = 2.0 ** -20
+    coarse = _probe_with(student, queue, spec, lambda p: torch.round(p / quantum) * quantum)
+    plain, judged = gate(coarse, False), gate(coarse, True)
+    assert plain.figures["rt.prob"] < 1e-5  # well inside prob's 1e-4
+    assert not plain.passed and "next_mem_values" in plain.offending[0]
+    assert judged.passed, judged.offending
+    own = judged.figures["pytorch_fp32_vs_fp64.next_mem_values"]
+    assert judged.figures["rt.next_mem_values"] < 2 * own  # as close as PyTorch fp32
+    assert judged.figures["prob_propagated.rt.next_mem_values"] > 1e-4  # what plain saw
+
+    for conditioned in (False, True):  # the bugs the gate exists for
+        bug = gate(_probe_with(student, queue, spec, value_bug=1e-3), conditioned)
+        assert not bug.passed and bug.offending[0].split()[1] == "next_mem_values"
+        off = gate(_probe_with(student, queue, spec, lambda p: (p + 2e-4).clamp(max=1.0)),
+                   conditioned)
+        assert not off.passed and any(row.split()[1] == "prob" for row in off.offending)
+
+
 def test_step_parity_limit_follows_pytorch_fp32s_own_error_only_where_it_is_larger():
     """With an exact (float64) reference a tensor's limit is 1e-4, or FLOOR_FACTOR times
     PyTorch fp32's error against it where that is larger. The error of a runtime is

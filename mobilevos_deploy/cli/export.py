@@ -74,7 +74,7 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     g = manifest["gates"]
     step = g["step_parity"]
     parity = max(v for k, v in step.items() if k != "passed" and "." in k
-                 and not k.startswith("pytorch_"))
+                 and not k.startswith(("pytorch_", "prob_propagated.")))
     floor = step.get("pytorch_fp32_vs_fp64.readout", 0.0)
     lines = [
         f"{folder}  ({manifest['variant']}, queue {manifest['queue']}, "

@@ -93,8 +93,10 @@ from .parity import (
     step_parity,
 )
 from .runtimes import (
+    GivenProbRunner,
     Runner,
     check_io,
+    exact_given_prob,
     exact_runner,
     onnx_runner,
     tflite_runner,
@@ -159,6 +161,7 @@ class _Reference:
     init_expected: dict[str, np.ndarray]  # PyTorch init outputs on them
     exact: dict[str, np.ndarray] | None = None  # the probe in float64 on ``inputs``
     objects: _Objects | None = None  # with the K-object graphs
+    exact_given_prob: GivenProbRunner | None = None  # the probe in float64, a given prob
     ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -308,7 +311,8 @@ def _reference_inputs(student: Student, queue: int, specs: dict[str, GraphSpec],
     return _Reference(frames, masks, inputs, probe_t(inputs), None, None, init_inputs,
                       init_expected, exact,
                       _objects_reference(student, queue, specs, height, width)
-                      if objects else None)
+                      if objects else None,
+                      exact_given_prob(graph_module(student, queue, "probe"), specs["probe"]))
 
 
 def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
@@ -321,7 +325,7 @@ def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],
     probe_t = torch_runner(graph_module(student, queue, "probe"), specs["probe"])
     gates = [step_parity(specs["probe"], lambda _: expected, {
         "onnx": onnx_runner(onnx_files["probe"], specs["probe"])}, inputs,
-        prob_atol=1e-4, state_rtol=1e-4, exact=ref.exact)]
+        prob_atol=1e-4, state_rtol=1e-4, exact=ref.exact, exact_given_prob=ref.exact_given_prob)]
 
     # the prediction must depend on memory, or the gates below could not see a memory bug
     blank = dict(inputs, mem_values=np.zeros_like(inputs["mem_values"]))
@@ -371,7 +375,7 @@ def _tflite_gates(ref: _Reference, specs: dict[str, GraphSpec], tfl: dict[str, P
     """Adds TFLite fp32 to the step-parity gate; rollouts of TFLite fp32 and fp16."""
     more = step_parity(specs["probe"], lambda _: ref.expected, {
         "tflite32": tflite_runner(tfl["probe_fp32"], specs["probe"])}, ref.inputs,
-        prob_atol=1e-4, state_rtol=1e-4, exact=ref.exact)
+        prob_atol=1e-4, state_rtol=1e-4, exact=ref.exact, exact_given_prob=ref.exact_given_prob)
     parity.passed = parity.passed and more.passed
     parity.figures.update(more.figures)
     parity.offending += more.offending

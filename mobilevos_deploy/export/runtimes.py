@@ -7,6 +7,7 @@ and gives 4-D tensors as NHWC (onnx2tf's convention) and 3-D state tensors uncha
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from ..model.student import ValueEncoder
 from .graphs import GraphSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -27,6 +29,48 @@ def exact_runner(module: nn.Module, spec: GraphSpec) -> Runner:
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
             outs = exact(*(torch.from_numpy(inputs[n]).double() for n in spec.input_names))
+        return {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+
+    return run
+
+
+GivenProbRunner = Callable[[dict[str, np.ndarray], np.ndarray], dict[str, np.ndarray]]
+
+
+def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
+    """The step (or probe) in float64, its memory write encoding a given probability:
+    ``run(inputs, prob)`` is ``exact_runner``'s step with ``prob`` (a runtime's own,
+    B x 1 x H x W) in place of the probability the graph computed, where the value
+    encoder reads it. Given the exact probability it is ``exact_runner`` bit for bit.
+
+    What a runtime wrote is then judged against what exact arithmetic writes from the mask
+    that runtime predicted (parity.step_parity): its own error in the value path, apart
+    from its probability's error, which is judged on ``prob`` itself."""
+    exact = copy.deepcopy(module).double()
+    encoders = [m for m in exact.modules() if isinstance(m, ValueEncoder)]
+    if len(encoders) != 1:
+        raise ValueError(f"{spec.name}: expected one value encoder, found {len(encoders)}")
+    given: list[torch.Tensor] = []
+    lock = threading.Lock()  # ``given`` is the hook's one slot
+
+    def swap(_, args):  # the encoder's input: B x 2 x H x W (probability, other objects)
+        masks, f16 = args
+        if masks.shape[:1] + masks.shape[2:] != given[0].shape[:1] + given[0].shape[2:]:
+            raise ValueError(f"a given probability of shape {tuple(given[0].shape)} for a "
+                             f"value encoder input of shape {tuple(masks.shape)}")
+        return torch.cat([given[0], masks[:, 1:]], dim=1), f16
+
+    encoders[0].register_forward_pre_hook(swap)
+
+    def run(inputs: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, np.ndarray]:
+        with lock:
+            given[:] = [torch.from_numpy(np.asarray(prob)).double()]
+            try:
+                with torch.no_grad():
+                    outs = exact(*(torch.from_numpy(inputs[n]).double()
+                                   for n in spec.input_names))
+            finally:
+                given.clear()
         return {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
 
     return run
