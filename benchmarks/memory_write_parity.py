@@ -14,7 +14,8 @@ measured against the float64 step three ways, as max |x - ref| / (1 + |ref|):
                            float64 step: what its probability error alone moves
 
 and the probability's absolute error per band of the exact probability, which shows how a
-runtime's sigmoid is accurate (relative to the value, or absolute).
+runtime's sigmoid is accurate (relative to the value, or absolute), with each runtime's
+sigmoid against the float64 sigmoid of its own logit (the gate's SIGMOID_ATOL check).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from mobilevos_deploy.export.api import _reference_inputs
 from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
+from mobilevos_deploy.export.parity import sigmoid64
 from mobilevos_deploy.export.runtimes import exact_given_prob, onnx_runner
 from mobilevos_deploy.model.checkpoint import student_for
 
@@ -74,6 +76,9 @@ def main() -> None:
         label = f"[{lo:g}, {hi:g}{')' if hi < 1.0 else ']'}"
         print(f"  {label:<14} {int(band.sum()):>7} px   pytorch fp32 {cells[0]:<20} "
               f"onnxruntime {cells[1]}")
+    own = [float(np.max(np.abs(o["prob"] - sigmoid64(o["logit"])))) for o in (ref.expected, ort)]
+    print(f"prob vs the float64 sigmoid of its own logit, max abs: pytorch fp32 {own[0]:.2g}, "
+          f"onnxruntime {own[1]:.2g}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 from mobilevos_deploy.export.api import export_model, shipped_graphs
 from mobilevos_deploy.export.graphs import config_specs, multi_graphs
 from mobilevos_deploy.export.manifest import sha256
-from mobilevos_deploy.export.parity import FLOOR_FACTOR, nchw_clip
+from mobilevos_deploy.export.parity import FLOOR_FACTOR, SIGMOID_ATOL, nchw_clip
 from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT, DEFAULT_NAME
 from mobilevos_deploy.model.config import DEFAULT_VARIANT as NOASPP
 from mobilevos_deploy.model.config import StudentConfig
@@ -61,9 +61,11 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     assert all(g["passed"] for g in gates.values())
     parity = gates["step_parity"]
     for runtime in ("onnx", "tflite32"):  # the read-out and every state tensor are checked
-        for name in ("prob", "next_mem_keys", "next_mem_values", "next_mem_valid", "readout"):
+        for name in ("prob", "next_mem_keys", "next_mem_values", "next_mem_valid", "readout",
+                     "logit"):
             limit = max(1e-4, FLOOR_FACTOR * parity[f"pytorch_fp32_vs_fp64.{name}"])
             assert 0.0 <= parity[f"{runtime}.{name}"] <= limit
+        assert parity[f"{runtime}.sigmoid"] <= SIGMOID_ATOL
     assert gates["memory_dependence"]["max_prob_change"] > 1e-2
     assert gates["rollout_tflite_fp32"]["min_iou"] >= 0.999
     assert gates["rollout_tflite_fp32"]["max_prob_err"] <= 1e-3

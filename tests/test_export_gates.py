@@ -375,11 +375,12 @@ def test_the_converter_never_rewrites_the_onnx_file_it_is_given(tmp_path):
     assert sha256(tmp_path / "work" / "control" / "control.onnx") != before  # onnxsim's copy
 
 
-def _probe_with(student, queue: int, spec, prob_fn=None, value_bug: float = 0.0):
+def _probe_with(student, queue: int, spec, prob_fn=None, value_bug: float = 0.0,
+                logit_fn=None):
     """A stand-in runtime: PyTorch fp32's probe whose probability is ``prob_fn``'s (both the
-    output and what its memory write encodes, as one tensor in a real runtime), and whose
-    value encoder's fusing weights are off by ``value_bug`` (a conversion bug in the memory
-    write)."""
+    output and what its memory write encodes, one tensor as in a real runtime), whose
+    mask logit is ``logit_fn``'s (a bug before the sigmoid), and whose value
+    encoder's fusing weights are off by ``value_bug`` (a bug in the memory write)."""
     import copy
 
     from mobilevos_deploy.export.graphs import graph_module
@@ -388,6 +389,9 @@ def _probe_with(student, queue: int, spec, prob_fn=None, value_bug: float = 0.0)
     module = copy.deepcopy(graph_module(student, queue, "probe"))
     with torch.no_grad():
         module.student.value_encoder.fuse.weight.mul_(1.0 + value_bug)
+    if logit_fn is not None:  # on this copy's decoder only
+        decoder = module.student.decoder
+        decoder.head = lambda features: logit_fn(type(decoder).head(decoder, features))
     prob_fn = prob_fn or (lambda p: p)
     encoder = next(m for m in module.modules() if isinstance(m, ValueEncoder))
     encoder.register_forward_pre_hook(
@@ -403,20 +407,23 @@ def _probe_with(student, queue: int, spec, prob_fn=None, value_bug: float = 0.0)
     return run
 
 
-def test_the_memory_write_is_judged_on_the_runtimes_own_mask(trained):
-    """step_parity with ``exact_given_prob``: a runtime's memory write is measured against
-    exact arithmetic encoding the probability that runtime predicted.
+def test_the_step_is_judged_stage_by_stage_on_the_runtimes_own_inputs(trained):
+    """step_parity with ``exact_given_prob``: the logit against the exact step, the sigmoid
+    against the float64 sigmoid of the runtime's own logit, the memory write against exact
+    arithmetic encoding the runtime's own probability.
 
     ONNX Runtime's sigmoid is accurate in absolute terms (~1e-7), not relative, and the
     trained value encoder amplifies the background's last bits: at 480x864 that alone put
-    ORT's memory values 9.2e-5 from exact arithmetic (limit 1e-4). Here a sigmoid rounded
-    to an absolute 2^-20 (its prob 70x inside prob's own limit) stands in at 64x96: it
-    fails the unconditioned comparison and passes the conditioned one, at PyTorch fp32's
-    own error. A 1e-3 error in the value encoder's weights (a conversion bug in the memory
-    write) fails both; a probability off by more than its limit fails on prob."""
+    ORT's memory values 9.2e-5 from exact arithmetic (limit 1e-4; the joint-trained
+    student's 1.28e-4 failed). Here a sigmoid rounded to an absolute 2^-20 stands in at
+    64x96: the memory write judged on its own mask is as close as PyTorch's, ten times
+    closer than the unconditioned comparison makes it. The negative controls, each a bug
+    whose probability stays inside prob's own 1e-4: a 1e-3 error in the value encoder's
+    weights, a logit off by 1 where the background is sure, a sigmoid off by 5e-5; and a
+    probability 2e-4 off, and a NaN one."""
     from mobilevos_deploy.export.graphs import graph_module, graph_specs
-    from mobilevos_deploy.export.parity import step_parity
-    from mobilevos_deploy.export.runtimes import exact_given_prob, exact_runner
+    from mobilevos_deploy.export.parity import SIGMOID_ATOL, step_parity
+    from mobilevos_deploy.export.runtimes import exact_given_prob, exact_runner, torch_runner
 
     student, queue = trained.student, 2
     specs = graph_specs(student, queue, 64, 96)
@@ -433,26 +440,54 @@ def test_the_memory_write_is_judged_on_the_runtimes_own_mask(trained):
     assert all(np.array_equal(moved[n], exact[n]) for n in spec.output_names
                if n != "next_mem_values")
 
-    def gate(runtime, conditioned: bool):
+    def gate(runtime, staged: bool = True):
         return step_parity(spec, lambda _: ref.expected, {"rt": runtime}, ref.inputs,
-                           exact=ref.exact, exact_given_prob=given if conditioned else None)
+                           exact=ref.exact, exact_given_prob=given if staged else None)
+
+    def failed_on(result) -> set[str]:
+        return {row.split()[1] for row in result.offending}
 
     quantum = 2.0 ** -20
     coarse = _probe_with(student, queue, spec, lambda p: torch.round(p / quantum) * quantum)
-    plain, judged = gate(coarse, False), gate(coarse, True)
-    assert plain.figures["rt.prob"] < 1e-5  # well inside prob's 1e-4
-    assert not plain.passed and "next_mem_values" in plain.offending[0]
+    plain, judged = gate(coarse, staged=False), gate(coarse)
     assert judged.passed, judged.offending
-    own = judged.figures["pytorch_fp32_vs_fp64.next_mem_values"]
-    assert judged.figures["rt.next_mem_values"] < 2 * own  # as close as PyTorch fp32
-    assert judged.figures["prob_propagated.rt.next_mem_values"] > 1e-4  # what plain saw
+    assert judged.figures["rt.prob"] < 1e-5 and judged.figures["rt.sigmoid"] < SIGMOID_ATOL
+    values = judged.figures["rt.next_mem_values"]
+    assert plain.figures["rt.next_mem_values"] > 10 * values
+    assert judged.figures["prob_propagated.rt.next_mem_values"] > 10 * values
+    # the floor is PyTorch fp32's own memory write, judged on its own mask the same way
+    pt_values = ref.expected["next_mem_values"]
+    own = given(ref.inputs, ref.expected["prob"])["next_mem_values"]
+    floor = judged.figures["pytorch_fp32_vs_fp64.next_mem_values"]
+    assert floor == pytest.approx(float(np.max(np.abs(pt_values - own) / (1 + np.abs(own)))))
+    assert values < 2 * floor
+    assert {k for k in judged.figures if k.startswith("prob_propagated.")} == {
+        "prob_propagated.pytorch_fp32.next_mem_values", "prob_propagated.rt.next_mem_values"}
 
-    for conditioned in (False, True):  # the bugs the gate exists for
-        bug = gate(_probe_with(student, queue, spec, value_bug=1e-3), conditioned)
-        assert not bug.passed and bug.offending[0].split()[1] == "next_mem_values"
-        off = gate(_probe_with(student, queue, spec, lambda p: (p + 2e-4).clamp(max=1.0)),
-                   conditioned)
-        assert not off.passed and any(row.split()[1] == "prob" for row in off.offending)
+    # the bugs the gate exists for
+    bug = gate(_probe_with(student, queue, spec, value_bug=1e-3))
+    assert failed_on(bug) == {"next_mem_values"} and "given its own prob" in bug.offending[0]
+    sure = _probe_with(student, queue, spec, logit_fn=lambda x: x + (x < -12).float())
+    bug = gate(sure)
+    assert bug.figures["rt.prob"] < 1e-4 and failed_on(bug) == {"logit"}
+    off = _probe_with(student, queue, spec, lambda p: (p + 5e-5).clamp(max=1.0))
+    bug = gate(off)
+    assert bug.figures["rt.prob"] < 1e-4 and failed_on(bug) == {"prob"}
+    assert "sigmoid of its own logit" in bug.offending[0]
+    bug = gate(_probe_with(student, queue, spec, lambda p: (p + 2e-4).clamp(max=1.0)))
+    assert "max abs 0.0002" in " ".join(bug.offending)
+    nan = torch_runner(graph_module(student, queue, "probe"), spec)
+    bug = gate(lambda inputs: {**nan(inputs), "prob": np.full_like(ref.exact["prob"],
+                                                                   np.nan, np.float32)})
+    assert failed_on(bug) == {"prob"} and "non-finite" in bug.offending[0]
+
+    # queue 1 writes no memory: the exact step whatever the probability
+    specs1 = graph_specs(student, 1, 64, 96)
+    inputs1 = api._reference_inputs(student, 1, specs1, 64, 96, False).inputs
+    one = exact_given_prob(graph_module(student, 1, "probe"), specs1["probe"])
+    exact1 = exact_runner(graph_module(student, 1, "probe"), specs1["probe"])(inputs1)
+    zero = one(inputs1, np.zeros_like(exact1["prob"]))
+    assert all(np.array_equal(zero[n], exact1[n]) for n in specs1["probe"].output_names)
 
 
 def test_step_parity_limit_follows_pytorch_fp32s_own_error_only_where_it_is_larger():

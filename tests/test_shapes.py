@@ -24,8 +24,8 @@ def run_steps(student, frames, mask, queue):
         state = init(frames[:1], mask)
         outputs.append(state)
         for t in range(1, frames.shape[0]):
-            prob, *state, readout = step(frames[t : t + 1], *state)
-            outputs.append((prob, *state, readout))
+            prob, *state, readout, logit = step(frames[t : t + 1], *state)
+            outputs.append((prob, *state, readout, logit))
     return outputs
 
 
@@ -42,13 +42,14 @@ def test_stage_shapes_determinism_and_finiteness(students, name, size):
     for state, s in zip(first[0], spec, strict=True):
         assert tuple(state.shape) == s.shape and state.dtype == torch.float32
     h, w = height // 16, width // 16
-    for prob, keys, values, valid, readout in first[1:]:
-        assert prob.shape == (1, 1, height, width)
+    for prob, keys, values, valid, readout, logit in first[1:]:
+        assert prob.shape == logit.shape == (1, 1, height, width)
         assert [tuple(t.shape) for t in (keys, values, valid)] == [s.shape for s in spec]
         assert readout.shape == (1, student.config.value_dim, h * w)
-        for t in (prob, keys, values, valid, readout):
+        for t in (prob, keys, values, valid, readout, logit):
             assert torch.isfinite(t).all()
         assert ((prob >= 0) & (prob <= 1)).all()
+        assert torch.equal(prob, torch.sigmoid(logit))
     for a, b in zip(first, second, strict=True):
         for x, y in zip(a, b, strict=True):
             assert torch.equal(x, y)

@@ -51,7 +51,7 @@ def multi_graphs(queue: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    name: str  # "init" | "step" | "probe" (the step plus the read-out, for gates only)
+    name: str  # "init" | "step" | "probe" (the step, its read-out and logit: gates only)
     inputs: tuple[TensorSpec, ...]  # ONNX (PyTorch) shapes and layouts
     outputs: tuple[TensorSpec, ...]
 
@@ -79,6 +79,7 @@ def config_specs(cfg: StudentConfig, queue: int, height: int,
     prob = TensorSpec("prob", (1, 1, height, width), "float32", "NCHW [0,1]")
     hw = (height // 16) * (width // 16)
     readout = TensorSpec("readout", (1, cfg.value_dim, hw), "float32", "B,Cv,h*w")
+    logit = TensorSpec("logit", (1, 1, height, width), "float32", "NCHW")
     h, w = height // STRIDE, width // STRIDE
     c16 = trunk_channels(cfg.key_backbone)[2]
 
@@ -92,7 +93,7 @@ def config_specs(cfg: StudentConfig, queue: int, height: int,
     specs = {
         "init": GraphSpec("init", (frame, mask), state),
         "step": GraphSpec("step", (frame, *state), (prob, *nxt)),
-        "probe": GraphSpec("probe", (frame, *state), (prob, *nxt, readout)),
+        "probe": GraphSpec("probe", (frame, *state), (prob, *nxt, readout, logit)),
         "encode": GraphSpec("encode", (frame,), (key, query, f16, skip8, skip4)),
         "start": GraphSpec("start", (key, f16, mask, others), state),
         "segment": GraphSpec("segment", (key, query, skip8, skip4, *state), (prob,)),

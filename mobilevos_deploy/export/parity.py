@@ -40,6 +40,17 @@ def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
 # With an exact (float64) reference, a runtime may be this many times as far from it as
 # PyTorch's own fp32 is, where that is above the fixed limits (see step_parity).
 FLOOR_FACTOR = 4.0
+# A runtime's probability against the float64 sigmoid of its own logit, max abs: an fp32
+# sigmoid, whether accurate relative to its value or in absolute terms (ONNX Runtime's,
+# 1.4e-7 at 480x864), is within a few units in the last place of 1.0 (1.2e-7).
+SIGMOID_ATOL = 1e-6
+
+
+def sigmoid64(x: np.ndarray) -> np.ndarray:
+    """The logistic function in float64, without overflow for any x."""
+    x = x.astype(np.float64)
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def step_parity(
@@ -60,20 +71,26 @@ def step_parity(
     before; a conversion bug is orders of magnitude above either.
 
     With ``exact_given_prob`` too (runtimes.exact_given_prob: the exact step, its memory
-    write encoding a given probability), every output but ``prob`` is measured against the
-    exact step fed that runtime's own probability, and PyTorch fp32's own error the same
-    way; ``prob`` is measured against the exact step as before. A step writes memory from
-    the mask it predicted, and a trained value encoder amplifies that mask's last bits:
-    ONNX Runtime's sigmoid is accurate to ~1e-7 absolute, not relative (2e-8 off on
-    average where the exact probability is below 1e-6; PyTorch's 1e-12), and at 480x864
-    that alone moved the shipped student's
-    memory values 9.2e-5 (limit 1e-4), and the joint-trained student's 1.28e-4, while ONNX
-    Runtime's value path, given its own mask, was 1.3e-5 and 6.7e-6 from exact arithmetic,
-    as close as PyTorch's (README, gate 1; benchmarks/memory_write_parity.py). The
-    conditioned comparison keeps the limits, and sees every bug in the value path on the
-    same input; the probability's own bugs are judged on ``prob``, and what they compound
-    to in the closed-loop rollouts. The part of each error that came from the
-    probability is recorded as ``prob_propagated.<runtime>.<output>``.
+    write encoding a given probability), the step is judged stage by stage, each stage on
+    the runtime's own input to it:
+      - everything before the sigmoid on ``logit`` (the probe's mask logit) and the other
+        outputs, against the exact step, as above;
+      - the sigmoid: ``prob`` against the float64 sigmoid of the runtime's own ``logit``,
+        max abs SIGMOID_ATOL (and against the exact step at ``prob_atol``, as before);
+      - the memory write: the outputs it makes (``next_mem_values``) against the exact
+        step fed the runtime's own probability, PyTorch fp32's own error (the floor)
+        measured the same way.
+    Why: a step writes memory from the mask it predicted, and a trained value encoder
+    amplifies the mask's last bits. ONNX Runtime's sigmoid is accurate to ~1e-7 absolute,
+    not relative (2.1e-8 off on average where the exact probability is below 1e-6;
+    PyTorch's 8e-13), and at 480x864 that alone moved the shipped student's memory
+    values 9.2e-5 from exact arithmetic (limit 1e-4), the joint-trained student's 1.28e-4,
+    while ONNX Runtime's value path, given its own mask, was 1.3e-5 and 6.7e-6 away, as
+    close as PyTorch's (README, gate 1; benchmarks/memory_write_parity.py). A bug before
+    the sigmoid that the value encoder would have amplified (say a logit off by 1 where the
+    background is sure, a probability change of 1e-5) is seen on the logit, at its relative
+    limit. The part of the memory write's error that came from the probability is recorded
+    as ``prob_propagated.<runtime>.<output>``.
     """
     expected = ref(inputs)
     gate = GateResult(name, True)
@@ -83,28 +100,43 @@ def step_parity(
             gate.offending.append(f"{'pytorch':<8} {out:<18} the reference itself is "
                                   f"non-finite: {int(np.isnan(expected[out]).sum())} NaN, "
                                   f"{int(np.isinf(expected[out]).sum())} inf")
+    staged = exact is not None and exact_given_prob is not None and "prob" in spec.output_names
 
-    def reference(who: str, outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The exact outputs ``outs`` is judged against (see above)."""
-        if exact is None or exact_given_prob is None or not _same_and_finite(outs["prob"],
-                                                                              exact["prob"]):
-            return exact if exact is not None else expected
-        given = {**exact_given_prob(inputs, outs["prob"]), "prob": exact["prob"]}
-        for out in spec.output_names:
-            if out != "prob":
-                gate.figures[f"prob_propagated.{who}.{out}"] = _rel_err(given[out], exact[out])
-        return given
+    def reference(who: str, outs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                                   set[str]]:
+        """The exact outputs ``outs`` is judged against (see above), and the names of those
+        taken given its own probability."""
+        base = exact if exact is not None else expected
+        if not staged or not _same_and_finite(outs["prob"], base["prob"]):
+            return base, set()
+        given = exact_given_prob(inputs, outs["prob"])
+        moved = {out for out in spec.output_names
+                 if out != "prob" and not np.array_equal(given[out], base[out])}
+        for out in sorted(moved):
+            gate.figures[f"prob_propagated.{who}.{out}"] = _rel_err(given[out], base[out])
+        return {**base, **{out: given[out] for out in moved}}, moved
+
+    def sigmoid_err(outs: dict[str, np.ndarray]) -> float | None:
+        if not staged or "logit" not in spec.output_names:
+            return None
+        p, logit = outs["prob"], outs["logit"]
+        if p.shape != logit.shape or not (np.isfinite(p).all() and np.isfinite(logit).all()):
+            return None  # reported on prob or logit themselves
+        return float(np.max(np.abs(p - sigmoid64(logit))))
 
     floors = {}
     if exact is not None:
-        own = reference("pytorch_fp32", expected)
+        own, _ = reference("pytorch_fp32", expected)
         for out in spec.output_names:
             floors[out] = (float(np.max(np.abs(expected[out] - own[out]))) if out == "prob"
                            else _rel_err(expected[out], own[out]))
             gate.figures[f"pytorch_fp32_vs_fp64.{out}"] = floors[out]
+        err = sigmoid_err(expected)
+        if err is not None:
+            gate.figures["pytorch_fp32.sigmoid"] = err
     for runtime, run in others.items():
         got = run(inputs)
-        refs = reference(runtime, got)
+        refs, given = reference(runtime, got)
         for out in spec.output_names:
             g, e = got[out], refs[out]
             problem = (f"shape {g.shape}, expected {e.shape}" if g.shape != e.shape else
@@ -118,7 +150,7 @@ def step_parity(
                 err, limit, what = float(np.max(np.abs(g - e))), prob_atol, "max abs"
             else:
                 err, limit, what = _rel_err(g, e), state_rtol, "max abs/(1+|x|)"
-            if refs is not exact and refs is not expected and out != "prob":
+            if out in given:
                 what += " given its own prob"
             if out in floors and FLOOR_FACTOR * floors[out] > limit:
                 limit = FLOOR_FACTOR * floors[out]
@@ -127,6 +159,13 @@ def step_parity(
             if not err <= limit:
                 gate.passed = False
                 gate.offending.append(f"{runtime:<8} {out:<18} {what} {err:.3g} > {limit:g}")
+        err = sigmoid_err(got)
+        if err is not None:
+            gate.figures[f"{runtime}.sigmoid"] = err
+            if not err <= SIGMOID_ATOL:
+                gate.passed = False
+                gate.offending.append(f"{runtime:<8} {'prob':<18} max abs vs the float64 "
+                                      f"sigmoid of its own logit {err:.3g} > {SIGMOID_ATOL:g}")
     return gate
 
 

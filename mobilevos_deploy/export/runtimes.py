@@ -50,12 +50,16 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
     encoders = [m for m in exact.modules() if isinstance(m, ValueEncoder)]
     if len(encoders) != 1:
         raise ValueError(f"{spec.name}: expected one value encoder, found {len(encoders)}")
-    given: list[torch.Tensor] = []
-    lock = threading.Lock()  # ``given`` is the hook's one slot
+    given: list[torch.Tensor] = []  # the hook's one slot: the probability to encode
+    calls: list[int] = []
+    lock = threading.Lock()
 
     def swap(_, args):  # the encoder's input: B x 2 x H x W (probability, other objects)
         masks, f16 = args
-        if masks.shape[:1] + masks.shape[2:] != given[0].shape[:1] + given[0].shape[2:]:
+        calls.append(1)
+        if len(calls) > 1:  # which call would be the step's own mask?
+            raise ValueError(f"{spec.name}: the value encoder ran more than once in a step")
+        if given[0].shape != masks[:, :1].shape:
             raise ValueError(f"a given probability of shape {tuple(given[0].shape)} for a "
                              f"value encoder input of shape {tuple(masks.shape)}")
         return torch.cat([given[0], masks[:, 1:]], dim=1), f16
@@ -63,8 +67,9 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
     encoders[0].register_forward_pre_hook(swap)
 
     def run(inputs: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, np.ndarray]:
+        """At queue 1 the step writes no memory (no encoder call): the exact step."""
         with lock:
-            given[:] = [torch.from_numpy(np.asarray(prob)).double()]
+            given[:], calls[:] = [torch.from_numpy(np.asarray(prob)).double()], []
             try:
                 with torch.no_grad():
                     outs = exact(*(torch.from_numpy(inputs[n]).double()

@@ -85,13 +85,20 @@ class InitStage(nn.Module):
         return initial_state(enc.key, value, self.queue)
 
 
-def read_prob(student: Student, enc: EncodedFrame,
-              state: MemoryState) -> tuple[torch.Tensor, torch.Tensor]:
-    """The encoded frame read against one object's memory → (probability B x 1 x H x W,
+def read_logit(student: Student, enc: EncodedFrame,
+               state: MemoryState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoded frame read against one object's memory → (mask logit B x 1 x H x W,
     the read-out B x Cv x h x w)."""
     readout = student.readout(*state, enc.key)
     logit = student.decoder.head(student.decoder.joined(readout, enc.query, enc.skip8,
                                                         enc.skip4))
+    return logit, readout
+
+
+def read_prob(student: Student, enc: EncodedFrame,
+              state: MemoryState) -> tuple[torch.Tensor, torch.Tensor]:
+    """``read_logit`` with the logit made a probability B x 1 x H x W."""
+    logit, readout = read_logit(student, enc, state)
     return torch.sigmoid(logit), readout
 
 
@@ -201,9 +208,10 @@ def pass_through(x: torch.Tensor) -> torch.Tensor:
 class StepStage(nn.Module):
     """(frame, mem_keys, mem_values, mem_valid) → (prob, mem_keys', mem_values', mem_valid').
 
-    With ``with_readout`` the memory read-out (B x Cv x h*w) is returned last, for parity
-    gates that must see more than the mask. At Q = 1 the memory never changes, so no value
-    is encoded and the state passes through (``pass_through``).
+    With ``with_readout`` the memory read-out (B x Cv x h*w) and the mask's logit
+    (B x 1 x H x W) are returned last, for parity gates that must see more than the mask.
+    At Q = 1 the memory never changes, so no value is encoded and the state passes through
+    (``pass_through``).
     """
 
     def __init__(self, student: Student, queue: int, with_readout: bool = False) -> None:
@@ -221,10 +229,11 @@ class StepStage(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         enc = self.student.encode_frame(frame)
         state = MemoryState(keys, values, valid)
-        prob, readout = read_prob(self.student, enc, state)
+        logit, readout = read_logit(self.student, enc, state)
+        prob = torch.sigmoid(logit)
         if self.queue > 1:
             state = memorize(self.student, self.queue, state, enc.key, enc.f16, prob)
         else:
             state = MemoryState(*(pass_through(t) for t in state))
         outputs = (prob, *state)
-        return (*outputs, flatten_hw(readout)) if self.with_readout else outputs
+        return (*outputs, flatten_hw(readout), logit) if self.with_readout else outputs
