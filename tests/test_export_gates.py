@@ -422,7 +422,7 @@ def test_the_step_is_judged_stage_by_stage_on_the_runtimes_own_inputs(trained):
     weights, a logit off by 1 where the background is sure, a sigmoid off by 5e-5; and a
     probability 2e-4 off, and a NaN one."""
     from mobilevos_deploy.export.graphs import graph_module, graph_specs
-    from mobilevos_deploy.export.parity import SIGMOID_ATOL, step_parity
+    from mobilevos_deploy.export.parity import SIGMOID_ATOL, runtime_errors, step_parity
     from mobilevos_deploy.export.runtimes import exact_given_prob, exact_runner, torch_runner
 
     student, queue = trained.student, 2
@@ -463,6 +463,9 @@ def test_the_step_is_judged_stage_by_stage_on_the_runtimes_own_inputs(trained):
     assert values < 2 * floor
     assert {k for k in judged.figures if k.startswith("prob_propagated.")} == {
         "prob_propagated.pytorch_fp32.next_mem_values", "prob_propagated.rt.next_mem_values"}
+    # what mvos-export's summary calls the worst: the runtime's own errors only
+    assert sorted(runtime_errors(judged.figures)) == sorted(
+        v for k, v in judged.figures.items() if k.startswith("rt."))
 
     # the bugs the gate exists for
     bug = gate(_probe_with(student, queue, spec, value_bug=1e-3))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..export.api import PRECISIONS, default_folder_name, export_model
+from ..export.parity import runtime_errors
 from ..model.checkpoint import student_for
 from ..model.config import DEFAULT_VARIANT, variant_names
 from . import parse_queues, parse_size, user_errors
@@ -73,8 +74,7 @@ def _label(manifest: dict) -> str:
 def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     g = manifest["gates"]
     step = g["step_parity"]
-    parity = max(v for k, v in step.items() if k != "passed" and "." in k
-                 and not k.startswith(("pytorch_", "prob_propagated.")))
+    parity = max(runtime_errors(step))
     floor = step.get("pytorch_fp32_vs_fp64.readout", 0.0)
     lines = [
         f"{folder}  ({manifest['variant']}, queue {manifest['queue']}, "
@@ -87,7 +87,7 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     ]
     if "objects_parity" in g:
         op = g["objects_parity"]
-        worst = max(v for k, v in op.items() if k != "passed" and "pytorch_" not in k)
+        worst = max(runtime_errors(op))
         dep = g["objects_dependence"]
         graphs = "encode/start/segment/memorize" if "memorize_max_value_change" in dep else (
             "encode/start/segment (queue 1: no memorize)")
@@ -115,7 +115,7 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
                          f"{every:.4f}), max prob error {r['max_prob_err']:.2g}")
     run = manifest["gpu_run"]
     if "gpu_parity" in g:
-        worst = max(v for k, v in g["gpu_parity"].items() if k != "passed")
+        worst = max(runtime_errors(g["gpu_parity"]))
         adapter = run["adapter"] or {}
         device = adapter.get("name", "?") + (" (software Vulkan, not a GPU)"
                                              if run["software_device"] else "")

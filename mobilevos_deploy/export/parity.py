@@ -46,6 +46,14 @@ FLOOR_FACTOR = 4.0
 SIGMOID_ATOL = 1e-6
 
 
+def runtime_errors(figures: dict) -> list[float]:
+    """A parity gate's figures that are a runtime's own errors: not ``passed``, not
+    PyTorch fp32's (the floors), not the share of a probability's error
+    (``prob_propagated.*``)."""
+    return [v for k, v in figures.items()
+            if k != "passed" and "pytorch_" not in k and "prob_propagated." not in k]
+
+
 def sigmoid64(x: np.ndarray) -> np.ndarray:
     """The logistic function in float64, without overflow for any x."""
     x = x.astype(np.float64)
