@@ -101,11 +101,6 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
         want = set(_specs(result)[graph].output_names)
         assert set(entry["errors"]) == want
         assert all(0.0 <= e <= 1e-4 for e in entry["errors"].values()), (name, entry)
-        if name == "step_fp32.tflite":  # judged as the CPU runtimes' probe is
-            assert entry["reference"] == "float64, stage by stage"
-            assert set(entry["float64"]) >= {f"pytorch_fp32_vs_fp64.{n}" for n in want}
-            if queue > 1:  # the memory write, on the GPU's own mask
-                assert "prob_propagated.step_fp32.next_mem_values" in entry["float64"]
     assert not result.warnings
 
 

@@ -162,7 +162,6 @@ class _Reference:
     exact: dict[str, np.ndarray] | None = None  # the probe in float64 on ``inputs``
     objects: _Objects | None = None  # with the K-object graphs
     exact_given_prob: GivenProbRunner | None = None  # the probe in float64, a given prob
-    step_given_prob: GivenProbRunner | None = None  # the same for the step graph (GPU gate)
     ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -187,8 +186,7 @@ class _Reference:
                              g: (objects.inputs[g], objects.expected[g]) for g in objects.inputs},
                          None if objects is None else (objects.frames, objects.masks0,
                                                        objects.probs, objects.queue,
-                                                       objects.states),
-                         self.exact, self.step_given_prob)
+                                                       objects.states))
 
 
 def _objects_reference(student: Student, queue: int, specs: dict[str, GraphSpec],
@@ -314,8 +312,7 @@ def _reference_inputs(student: Student, queue: int, specs: dict[str, GraphSpec],
                       init_expected, exact,
                       _objects_reference(student, queue, specs, height, width)
                       if objects else None,
-                      exact_given_prob(graph_module(student, queue, "probe"), specs["probe"]),
-                      exact_given_prob(graph_module(student, queue, "step"), specs["step"]))
+                      exact_given_prob(graph_module(student, queue, "probe"), specs["probe"]))
 
 
 def _reference_gates(student: Student, queue: int, specs: dict[str, GraphSpec],

@@ -7,10 +7,7 @@
    state of the step-parity gate, run on the GPU with fp32 enforced
    (``GpuOptions(enforce_f32=True)``, so a real GPU with fp16 is held to the same limits),
    at the step-parity tolerances: prob 1e-4 max abs, every state tensor 1e-4 (1 + |x|).
-   fp32 files are compared with PyTorch; the fp32 step as the CPU runtimes' step is, stage
-   by stage against float64 (``parity.step_parity`` with its exact references; a GPU's
-   sigmoid, like ONNX Runtime's, may be accurate only in absolute terms, which the
-   trained value encoder would magnify). fp16 files hold fp16-rounded weights, which
+   fp32 files are compared with PyTorch. fp16 files hold fp16-rounded weights, which
    PyTorch does not have; they are compared with LiteRT's CPU interpreter on the same
    file, so the GPU backend is what is tested (the fp16 weights' own effect is the
    rollout_tflite_fp16 gate's business). On a software device (SwiftShader) a run is CPU
@@ -52,7 +49,7 @@ from .parity import (
     rollout,
     step_parity,
 )
-from .runtimes import GivenProbRunner, gpu_runner, tflite_runner
+from .runtimes import gpu_runner, tflite_runner
 
 ACCELERATOR = "LiteRT GPU accelerator (ai-edge-litert 2.3, ML Drift over WebGPU/Vulkan)"
 # On a software device, run the fp16 twins of the fp32 files too (tests set it)
@@ -77,10 +74,6 @@ class GpuInputs:
     # the two-object clip (frames, first masks K x H x W), PyTorch's loop on it, the queue
     # and the states that loop read
     objects: tuple[np.ndarray, np.ndarray, np.ndarray, int, list] | None = None
-    # the step in float64 on step_inputs, and given a runtime's own probability: the fp32
-    # step file is judged stage by stage as the CPU runtimes' probe is (parity.step_parity)
-    step_exact: dict[str, np.ndarray] | None = None
-    step_given_prob: GivenProbRunner | None = None
 
 
 def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
@@ -145,19 +138,12 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
             reference = (lambda _, e=expected: e) if precision == "fp32" else \
                 tflite_runner(p, spec)
             start = time.perf_counter()
-            staged = graph == "step" and precision == "fp32" and ref.step_exact is not None
             one = step_parity(spec, reference, {p.stem: gpu_runner(session, p.stem, spec)},
-                              inputs, prob_atol=1e-4, state_rtol=1e-4, name="gpu_parity",
-                              exact=ref.step_exact if staged else None,
-                              exact_given_prob=ref.step_given_prob if staged else None)
+                              inputs, prob_atol=1e-4, state_rtol=1e-4, name="gpu_parity")
             entry_files[p.name].update({
                 "ran": "yes", "computed_in": "fp32 (enforce_f32)",
-                "reference": "float64, stage by stage" if staged else
-                             "pytorch" if precision == "fp32" else "litert-cpu (same file)",
-                "errors": {k.split(".", 1)[1]: v for k, v in one.figures.items()
-                           if k.startswith(f"{p.stem}.")},
-                **({"float64": {k: v for k, v in one.figures.items()
-                                if not k.startswith(f"{p.stem}.")}} if staged else {}),
+                "reference": "pytorch" if precision == "fp32" else "litert-cpu (same file)",
+                "errors": {k.split(".", 1)[1]: v for k, v in one.figures.items()},
                 "run_s": time.perf_counter() - start})
             parity.passed = parity.passed and one.passed
             parity.figures.update(one.figures)

@@ -7,6 +7,7 @@ and gives 4-D tensors as NHWC (onnx2tf's convention) and 3-D state tensors uncha
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -66,9 +67,17 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
 
     encoders[0].register_forward_pre_hook(swap)
 
+    last: dict[str, object] = {}  # PyTorch's floor is asked again by every gate that runs
+
     def run(inputs: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, np.ndarray]:
         """At queue 1 the step writes no memory (no encoder call): the exact step."""
+        digest = hashlib.sha256()
+        for x in (*(inputs[n] for n in spec.input_names), prob):
+            x = np.ascontiguousarray(x)
+            digest.update(f"{x.dtype}{x.shape}".encode() + x.tobytes())
         with lock:
+            if last.get("key") == digest.digest():
+                return dict(last["outputs"])
             given[:], calls[:] = [torch.from_numpy(np.asarray(prob)).double()], []
             try:
                 with torch.no_grad():
@@ -76,7 +85,9 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
                                    for n in spec.input_names))
             finally:
                 given.clear()
-        return {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+            result = {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
+            last.update(key=digest.digest(), outputs=result)
+        return dict(result)
 
     return run
 
