@@ -17,6 +17,9 @@
 
 ``--seed-offset K`` trains the three arms again with every student seed of stages 2 and 3
 moved by K (same shared stage 1, same teacher), into ``arms_seedK/``.
+``--scale F`` multiplies every stage's iterations (teacher's and students' alike) by F and
+validates once, at each stage's end: the same table on a smaller budget (the full one is
+about 11 hours of two CPU cores). An output folder keeps the scale it was started with.
 Finished stages are skipped and an interrupted one resumes (run it again), so the run can
 span several sittings.
 
@@ -54,6 +57,28 @@ ARMS = {"ce": ("cross-entropy only", LossConfig(logit=False, repr=False)),
         "ce+logit+repr": ("+ representation loss", LossConfig(logit=True, repr=True))}
 
 
+def scaled(stage: dict, scale: float) -> dict:
+    """``stage`` with its iterations times ``scale``; below 1, one validation at its end and
+    a checkpoint every third of it (so an interrupted stage resumes)."""
+    if scale == 1:
+        return stage
+    iters = max(1, round(stage["iters"] * scale))
+    return {**stage, "iters": iters, "val_every": iters, "save_every": max(1, -(-iters // 3))}
+
+
+def check_scale(out: Path, scale: float) -> None:
+    """An output folder holds one budget: refuses to resume it at another scale."""
+    marker = out / "scale.json"
+    if marker.is_file():
+        started = json.loads(marker.read_text())["scale"]
+        if started != scale:
+            raise SystemExit(f"error: {out} was started with --scale {started}, not {scale}; "
+                             f"pass --scale {started} to resume it or another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"scale": scale}) + "\n")
+
+
 def train_chain(out: Path, stages: dict[str, dict], data: Path, val: Path, init: Path | None,
                 seconds: dict[str, float], label: str) -> Path:
     """The named stages one after another, each from the last one's weights; returns the
@@ -75,24 +100,31 @@ def main() -> None:
     parser.add_argument("--seed-offset", type=int, default=0, help="Moves the students' "
                         "stage-2 and stage-3 seeds (a second seed of the three arms).")
     parser.add_argument("--train-only", action="store_true", help="Train, do not score.")
+    parser.add_argument("--scale", type=float, default=1.0, help="Every stage's iterations "
+                        "times this (default 1: the recipe's budget); one validation per stage "
+                        "below 1.")
     args = parser.parse_args()
+    if not 0 < args.scale <= 1:
+        parser.error("--scale must be in (0, 1]")
+    check_scale(args.out, args.scale)
     torch.set_num_threads(2)
+    stages = {name: scaled(stage, args.scale) for name, stage in STAGES.items()}
     data = args.data or args.out / "data"
     sets = {name: make_set(data, name) for name in SETS}
     seconds: dict[str, float] = {}
-    teacher_stages = {name: {**stage, "model": TEACHER} for name, stage in STAGES.items()}
+    teacher_stages = {name: {**stage, "model": TEACHER} for name, stage in stages.items()}
     teacher = train_chain(args.out / "teacher", teacher_stages, sets["train"], sets["val"],
                           None, seconds, "teacher")
-    shared = train_chain(args.out / "student", {"stage1": STAGES["stage1"]}, sets["train"],
+    shared = train_chain(args.out / "student", {"stage1": stages["stage1"]}, sets["train"],
                          sets["val"], None, seconds, "student")
     arms_dir = args.out / (f"arms_seed{args.seed_offset}" if args.seed_offset else "arms")
     finals = {}
     for key, (_, loss) in ARMS.items():
-        stages = {name: {**STAGES[name], "loss": loss, "seed": STAGES[name].get(
-                      "seed", COMMON["seed"]) + args.seed_offset,
-                  **({"teacher": teacher} if loss.needs_teacher else {})}
-                  for name in ("stage2", "stage3")}
-        finals[key] = train_chain(arms_dir / key, stages, sets["train"], sets["val"], shared,
+        arm = {name: {**stages[name], "loss": loss, "seed": stages[name].get(
+                   "seed", COMMON["seed"]) + args.seed_offset,
+               **({"teacher": teacher} if loss.needs_teacher else {})}
+               for name in ("stage2", "stage3")}
+        finals[key] = train_chain(arms_dir / key, arm, sets["train"], sets["val"], shared,
                                   seconds, key)
     print(json.dumps({"train_seconds_this_call": seconds}, indent=2), flush=True)
     if args.train_only:
@@ -121,7 +153,8 @@ def main() -> None:
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
               "checkpoints": {"teacher": str(teacher), **{k: str(v) for k, v in finals.items()}},
               "settings": {"common": json.loads(json.dumps(COMMON, default=str)),
-                           "stages": json.loads(json.dumps(STAGES, default=str)),
+                           "scale": args.scale,
+                           "stages": json.loads(json.dumps(stages, default=str)),
                            "arms": {k: dataclasses.asdict(loss) for k, (_, loss) in ARMS.items()}},
               "seconds_this_call": seconds}
     (arms_dir / "table.md").write_text(table + "\n")
