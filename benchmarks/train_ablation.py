@@ -69,8 +69,9 @@ def scaled(stage: dict, scale: float) -> dict:
 def check_scale(out: Path, scale: float) -> None:
     """An output folder holds one budget: refuses to resume it at another scale."""
     marker = out / "scale.json"
-    if marker.is_file():
-        started = json.loads(marker.read_text())["scale"]
+    started = json.loads(marker.read_text())["scale"] if marker.is_file() else (
+        1.0 if (out / "teacher").is_dir() else None)  # folders from before --scale: full
+    if started is not None:
         if started != scale:
             raise SystemExit(f"error: {out} was started with --scale {started}, not {scale}; "
                              f"pass --scale {started} to resume it or another --out")
