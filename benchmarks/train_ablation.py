@@ -45,9 +45,10 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -124,17 +125,6 @@ def train_chain(out: Path, stages: dict[str, dict], data: Path, val: Path, init:
     return init
 
 
-def once(make: Callable[[], Path]) -> Callable[[], Path]:
-    """``make`` run on the first call only; later calls return its result."""
-    made: list[Path] = []
-
-    def get() -> Path:
-        if not made:
-            made.append(make())
-        return made[0]
-    return get
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/ablation"))
@@ -163,8 +153,8 @@ def main() -> None:
     sets = {name: make_set(data, name) for name in SETS}
     seconds: dict[str, float] = {}
     teacher_stages = {name: {**stage, "model": TEACHER} for name, stage in stages.items()}
-    teacher = once(lambda: train_chain(args.out / "teacher", teacher_stages, sets["train"],
-                                       sets["val"], None, seconds, "teacher"))
+    teacher = functools.cache(lambda: train_chain(  # trained (or found) when first needed
+        args.out / "teacher", teacher_stages, sets["train"], sets["val"], None, seconds, "teacher"))
     shared = train_chain(args.out / "student", {"stage1": stages["stage1"]}, sets["train"],
                          sets["val"], None, seconds, "student")
     arms_dir = args.out / (f"arms_seed{args.seed_offset}" if args.seed_offset else "arms")
