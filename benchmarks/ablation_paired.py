@@ -9,6 +9,8 @@ interval covers the choice of test clips only, not the training seed: a second s
 (``train_ablation.py --seed-offset``) measures that.
 
     python benchmarks/ablation_paired.py --out results/ablation
+    # each arm of the second seed against the same arm of the first:
+    python benchmarks/ablation_paired.py --out results/ablation --seed-offset 1 --versus-seed 0
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from train_ablation import ARMS
+from train_ablation import ARMS, arms_folder
 
 from mobilevos_deploy.metrics.evaluate import evaluate
 
@@ -61,26 +63,40 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="Its --data (default OUT/data).")
     parser.add_argument("--seed-offset", type=int, default=0, help="Which arms (its "
                         "--seed-offset).")
+    parser.add_argument("--versus-seed", type=int, default=None, metavar="K", help="Instead, "
+                        "each arm against the same arm trained at --seed-offset K: how far the "
+                        "training seed alone moves it.")
     parser.add_argument("--draws", type=int, default=10000)
     args = parser.parse_args()
     annotations = (args.data or args.out / "data") / "test" / "Annotations" / "480p"
-    arms_dir = args.out / (f"arms_seed{args.seed_offset}" if args.seed_offset else "arms")
+    arms_dir = arms_folder(args.out, args.seed_offset)
     nets = {"teacher": args.out / "test_results" / "teacher",
             **{key: arms_dir / "test_results" / key for key in ARMS}}
+    if args.versus_seed is not None:
+        nets = {**{key: arms_dir / "test_results" / key for key in ARMS},
+                **{f"{key}@{args.versus_seed}": arms_folder(args.out, args.versus_seed)
+                   / "test_results" / key for key in ARMS}}
     missing = [str(p) for p in nets.values() if not p.is_dir()]
     if missing:
         raise SystemExit(f"error: no masks in {', '.join(missing)}; run train_ablation.py "
                          f"--out {args.out} (without --train-only) first")
     scores = {name: per_object(folder, annotations) for name, folder in nets.items()}
-    rows = {name: compare(scores[name], scores["ce"], args.draws, seed=0)
-            for name in nets if name != "ce"}
-    lines = ["| against cross-entropy only | J&F difference | 95% interval (clips resampled) "
+    if args.versus_seed is None:
+        rows = {name: compare(scores[name], scores["ce"], args.draws, seed=0)
+                for name in nets if name != "ce"}
+        head = "against cross-entropy only"
+    else:
+        rows = {key: compare(scores[key], scores[f"{key}@{args.versus_seed}"], args.draws,
+                             seed=0) for key in ARMS}
+        head = f"seed offset {args.seed_offset} against {args.versus_seed}, same arm"
+    lines = [f"| {head} | J&F difference | 95% interval (clips resampled) "
              "| clips ahead / behind |", "|---|---|---|---|"]
     lines += [f"| {name} | {r['diff']:+.3f} | {r['ci95'][0]:+.3f} .. {r['ci95'][1]:+.3f} "
               f"| {r['clips_ahead']} / {r['clips_behind']} of {r['clips']} |"
               for name, r in rows.items()]
     print("\n".join(lines))
-    (arms_dir / "paired.json").write_text(json.dumps(rows, indent=2) + "\n")
+    name = "paired.json" if args.versus_seed is None else f"versus_seed{args.versus_seed}.json"
+    (arms_dir / name).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

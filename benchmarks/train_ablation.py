@@ -13,7 +13,8 @@
    read the teacher's stage-3 weights.
 4. Scores the teacher (memory of every frame, never trimmed) and the three students
    (queue 2) on the held-out clips at 480x864, per clip kind, beside copy-the-first-mask,
-   through mvos-run's runner and mvos-eval's J&F.
+   through mvos-run's runner and mvos-eval's J&F. Each network's scores are kept beside its
+   masks (``test_results/<name>.json``) and reused while its checkpoint is unchanged.
 
 ``--seed-offset K`` trains the three arms again with every student seed of stages 2 and 3
 moved by K (same shared stage 1, same teacher), into ``arms_seedK/``.
@@ -46,9 +47,10 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -72,6 +74,11 @@ from mobilevos_deploy.train.validate import TeacherBackend
 ARMS = {"ce": ("cross-entropy only", LossConfig(logit=False, repr=False)),
         "ce+logit": ("+ logit distillation", LossConfig(logit=True, repr=False)),
         "ce+logit+repr": ("+ representation loss", LossConfig(logit=True, repr=True))}
+
+
+def arms_folder(out: Path, seed_offset: int) -> Path:
+    """Where the arms of ``--seed-offset seed_offset`` go."""
+    return out / (f"arms_seed{seed_offset}" if seed_offset else "arms")
 
 
 def scaled(stage: dict, scale: float) -> dict:
@@ -109,6 +116,23 @@ def stage_lock(folder: Path) -> Iterator[None]:
             print(f"[ablation] another run is training {folder}; waiting for it", flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def scored(checkpoint: Path, backend: Callable[[], object], test: Path, results: Path) -> dict:
+    """held_out's scores of ``checkpoint`` on ``test``, kept in ``<results>.json`` and reused
+    while the checkpoint's bytes and the test folder are unchanged (one scoring of the teacher
+    serves every seed's table)."""
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    record = results.with_name(results.name + ".json")
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        if (kept["sha256"], kept["test"]) == (digest, str(test)):
+            print(f"[ablation] {checkpoint} scored before: {record}", flush=True)
+            return kept["scores"]
+    scores = held_out(backend(), test, results)
+    record.write_text(json.dumps({"checkpoint": str(checkpoint), "sha256": digest,
+                                  "test": str(test), "scores": scores}, indent=2) + "\n")
+    return scores
 
 
 def train_chain(out: Path, stages: dict[str, dict], data: Path, val: Path, init: Path | None,
@@ -157,7 +181,7 @@ def main() -> None:
         args.out / "teacher", teacher_stages, sets["train"], sets["val"], None, seconds, "teacher"))
     shared = train_chain(args.out / "student", {"stage1": stages["stage1"]}, sets["train"],
                          sets["val"], None, seconds, "student")
-    arms_dir = args.out / (f"arms_seed{args.seed_offset}" if args.seed_offset else "arms")
+    arms_dir = arms_folder(args.out, args.seed_offset)
     finals = {}
     for key in args.arms:
         loss = ARMS[key][1]
@@ -172,12 +196,13 @@ def main() -> None:
         return
     rows = {}
     start = time.perf_counter()
-    rows["teacher (memory of every frame)"] = held_out(
-        TeacherBackend(load_teacher(teacher(), mem_every=1), *MODEL_SIZE), sets["test"],
-        args.out / "test_results" / "teacher")
+    rows["teacher (memory of every frame)"] = scored(
+        teacher(), lambda: TeacherBackend(load_teacher(teacher(), mem_every=1), *MODEL_SIZE),
+        sets["test"], args.out / "test_results" / "teacher")
     for key in args.arms:
-        rows[f"{STUDENT}, {ARMS[key][0]}"] = held_out(student_backend(finals[key]), sets["test"],
-                                                      arms_dir / "test_results" / key)
+        rows[f"{STUDENT}, {ARMS[key][0]}"] = scored(
+            finals[key], functools.partial(student_backend, finals[key]), sets["test"],
+            arms_dir / "test_results" / key)
     seconds["scoring"] = time.perf_counter() - start
     lines = ["| network | J&F all | J all | F all | J&F scene | J&F shapes |",
              "|---|---|---|---|---|---|"]
