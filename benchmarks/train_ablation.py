@@ -14,7 +14,8 @@
 4. Scores the teacher (memory of every frame, never trimmed) and the three students
    (queue 2) on the held-out clips at 480x864, per clip kind, beside copy-the-first-mask,
    through mvos-run's runner and mvos-eval's J&F. Each network's scores are kept beside its
-   masks (``test_results/<name>.json``) and reused while its checkpoint is unchanged.
+   masks (``test_results/<name>.json``) and reused while its checkpoint and the test clips'
+   folder are unchanged.
 
 ``--seed-offset K`` trains the three arms again with every student seed of stages 2 and 3
 moved by K (same shared stage 1, same teacher), into ``arms_seedK/``.
@@ -129,6 +130,7 @@ def scored(checkpoint: Path, backend: Callable[[], object], test: Path, results:
         if (kept["sha256"], kept["test"]) == (digest, str(test)):
             print(f"[ablation] {checkpoint} scored before: {record}", flush=True)
             return kept["scores"]
+        record.unlink()  # its masks are about to be overwritten; the record goes first
     scores = held_out(backend(), test, results)
     record.write_text(json.dumps({"checkpoint": str(checkpoint), "sha256": digest,
                                   "test": str(test), "scores": scores}, indent=2) + "\n")
