@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The GPU venv: TensorFlow 2.17.1's analyzer (export/gpu_check.py) and ai-edge-litert 2.3's
-# GPU accelerator (export/gpu_worker.py), apart from the main venv's onnx2tf pins
+# The GPU venv: TensorFlow 2.17.1's analyzer (export/gates/analyzer.py) and ai-edge-litert 2.3's
+# GPU accelerator (runtime/gpu_worker.py), apart from the main venv's onnx2tf pins
 CHECKER := .venv-gpucheck
 CHECKER_STAMP := $(CHECKER)/.installed
 # a software Vulkan device for that accelerator (SwiftShader, from Debian's chromium-common)

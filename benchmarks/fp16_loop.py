@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilevos_deploy.export.fp16_compute import half_student as rounded
-from mobilevos_deploy.export.parity import UNSURE_BAND, iou, nchw_clip
+from mobilevos_deploy.export.gates.fp16_compute import half_student as rounded
+from mobilevos_deploy.export.gates.parity import UNSURE_BAND, iou, nchw_clip
 from mobilevos_deploy.inference.tracker import Tracker
 from mobilevos_deploy.model.checkpoint import load_checkpoint
 from mobilevos_deploy.model.student import Student

@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from mobilevos_deploy.cli import parse_queues
-from mobilevos_deploy.export.convert import convert_graphs
-from mobilevos_deploy.export.gpu_check import check_gpu
-from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16, largest_tensor
-from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
-from mobilevos_deploy.export.runtimes import tflite_shape
+from mobilevos_deploy.export.build.convert import convert_graphs
+from mobilevos_deploy.export.build.onnx import export_onnx
+from mobilevos_deploy.export.gates.analyzer import check_gpu
 from mobilevos_deploy.model.config import get_variant, variant_names
+from mobilevos_deploy.model.graphs import graph_module, graph_specs
 from mobilevos_deploy.model.student import build_student
+from mobilevos_deploy.runtime.gpu import GpuSession, computes_in_fp16, largest_tensor
+from mobilevos_deploy.runtime.runners import tflite_shape
 
 
 def gpu_vs_cpu(session: GpuSession, path: Path, spec) -> tuple[float, float]:

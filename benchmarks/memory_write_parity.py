@@ -9,7 +9,7 @@ measured against the float64 step three ways, as max |x - ref| / (1 + |ref|):
 
   against float64          the unconditioned comparison (the gate before 2026-12-01)
   given its own prob       against the float64 step fed that runtime's own probability
-                           where it writes memory (the gate now; runtimes.exact_given_prob)
+                           where it writes memory (the gate now; runners.exact_given_prob)
   its prob's share         the float64 step given the runtime's probability against the
                            float64 step: what its probability error alone moves
 
@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilevos_deploy.export.api import _reference_inputs
-from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
-from mobilevos_deploy.export.parity import sigmoid64
-from mobilevos_deploy.export.runtimes import exact_given_prob, onnx_runner
+from mobilevos_deploy.export.build.onnx import export_onnx
+from mobilevos_deploy.export.gates.parity import sigmoid64
+from mobilevos_deploy.export.gates.reference import Reference
 from mobilevos_deploy.model.checkpoint import student_for
+from mobilevos_deploy.model.graphs import graph_module
+from mobilevos_deploy.runtime.runners import onnx_runner
 
 BANDS = ((0.0, 1e-6), (1e-6, 1e-3), (1e-3, 0.999), (0.999, 1.0))
 
@@ -50,9 +51,8 @@ def main() -> None:
     torch.set_num_threads(2)
     chosen = student_for(args.ckpt, None)
     student, queue = chosen.student, args.queue
-    specs = graph_specs(student, queue, h, w)
-    ref = _reference_inputs(student, queue, specs, h, w, False)
-    given = exact_given_prob(graph_module(student, queue, "probe"), specs["probe"])
+    ref = Reference(student, queue, h, w, False)
+    specs, given = ref.specs, ref.exact_given_prob
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
         export_onnx(graph_module(student, queue, "probe"), specs["probe"], path)

@@ -10,7 +10,7 @@ fp16 on LiteRT's CPU interpreter, 2 threads):
          object's own probability (the single-object semantics);
   new:   encode(frame) + K x segment + STCN's aggregation + K x memorize.
 On ONNX Runtime, mvos-run's sessions stop their threads spinning when a run returns
-(export.runtimes.ort_options: otherwise each session's spinning threads took the cores
+(runtime.runners.ort_options: otherwise each session's spinning threads took the cores
 from the next graph). Today's loop is timed both ways (``today``: ORT's default, spinning
 on; ``today_stop``) and the new loop as mvos-run opens it; the ratio is against the
 faster of today's two.
@@ -35,12 +35,12 @@ import onnxruntime as ort
 from mobilevos_deploy.cli import parse_queues, parse_size
 from mobilevos_deploy.data.synthetic import scene_clip
 from mobilevos_deploy.export.api import default_folder_name, export_model
-from mobilevos_deploy.export.graphs import NEXT, multi_graphs
-from mobilevos_deploy.export.loop import start_objects, step_objects
-from mobilevos_deploy.export.runtimes import ort_options
-from mobilevos_deploy.export.verify import read_manifest
+from mobilevos_deploy.export.artifact.verify import read_manifest
 from mobilevos_deploy.model.checkpoint import student_for
+from mobilevos_deploy.model.graphs import NEXT, multi_graphs
 from mobilevos_deploy.model.stages import STATE_NAMES
+from mobilevos_deploy.runtime.loop import start_objects, step_objects
+from mobilevos_deploy.runtime.runners import ort_options
 
 ENGINES = ("onnx", "tflite_fp32", "tflite_fp16")
 
@@ -140,9 +140,7 @@ def main() -> None:
         fresh = False
     if not fresh:
         print(f"exporting {folder} (every gate) ...", flush=True)
-        export_model(chosen.student, chosen.variant, args.queue, height, width, folder,
-                     trained=chosen.trained, checkpoint=chosen.checkpoint,
-                     model_name=chosen.name, checkpoint_sha256=chosen.sha256)
+        export_model(chosen, args.queue, height, width, folder)
     clip = scene_clip(12, height, width, seed=100003)  # held out: a test-set seed
     labels = clip.ids().numpy()
     ids = [k for k in range(1, 5) if (labels[0] == k).any()]

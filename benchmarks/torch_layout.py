@@ -2,7 +2,7 @@
 
     python benchmarks/torch_layout.py [--variant mobilenetv2-noaspp] [--size 480x864] [--queue 2]
 
-The export gates run their PyTorch reference channels-last (export/runtimes.py); mvos-bench's
+The export gates run their PyTorch reference channels-last (runtime/runners.py); mvos-bench's
 "torch" column runs the student as it is (NCHW). Median of 7 steps after one warm-up, 2 threads.
 """
 

@@ -39,3 +39,22 @@ def child_setup(nice: int = 0) -> Callable[[], None] | None:
             os.nice(nice)
 
     return setup
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h
+
+
+def reuse_freed_memory() -> None:
+    """Keeps glibc from handing large freed blocks back to the kernel at once.
+
+    By default every block above a few MB is its own mmap: each PyTorch op at 480x864
+    then maps fresh pages and faults them in, and a step spent a third of its time in the
+    kernel (``time`` of a float32 step: 0.16 s of 0.53 CPU-seconds). With freed blocks
+    kept for reuse the same step took 0.19 s instead of 0.28 s of wall time. The process's
+    resident memory then stays near its peak until it exits. A no-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from mobilevos_deploy.export.api import ExportResult, export_model
-from mobilevos_deploy.export.convert import convert_graphs
-from mobilevos_deploy.export.graphs import GraphSpec
+from mobilevos_deploy.export.build.convert import convert_graphs
 from mobilevos_deploy.model.checkpoint import ChosenStudent, student_for
 from mobilevos_deploy.model.config import DEFAULT_VARIANT, get_variant, variant_names
+from mobilevos_deploy.model.graphs import GraphSpec
 from mobilevos_deploy.model.stages import TensorSpec
 from mobilevos_deploy.model.student import Student, build_student
 
@@ -33,6 +33,11 @@ def trained() -> ChosenStudent:
     chosen = student_for(None, None)
     assert chosen.trained and chosen.variant == DEFAULT_VARIANT
     return chosen
+
+
+def seeded(student: Student, variant: str) -> ChosenStudent:
+    """``student`` (a seeded, untrained one) as the export takes it."""
+    return ChosenStudent(student, variant, trained=False)
 
 
 def ships_objects(variant: str, queue: int) -> bool:
@@ -56,13 +61,11 @@ def exports(tmp_path_factory, students, trained):
             folder = root / f"{variant}_q{queue}"
             if variant == TRAINED:
                 done[variant, queue] = export_model(
-                    trained.student, trained.variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH,
-                    folder, trained=True, checkpoint=trained.checkpoint,
-                    model_name=trained.name)
+                    trained, queue, EXPORT_HEIGHT, EXPORT_WIDTH, folder)
             else:
                 done[variant, queue] = export_model(
-                    students[variant], variant, queue, EXPORT_HEIGHT, EXPORT_WIDTH, folder,
-                    trained=False, objects=ships_objects(variant, queue))
+                    seeded(students[variant], variant), queue, EXPORT_HEIGHT, EXPORT_WIDTH,
+                    folder, objects=ships_objects(variant, queue))
         return done[variant, queue]
 
     return get

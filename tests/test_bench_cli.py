@@ -180,22 +180,22 @@ def test_a_missing_export_is_made_with_the_point(bench_exports, tmp_path, monkey
 
     calls = []
 
-    def export_model(student, variant, queue, height, width, folder, **kw):
-        calls.append(((variant, queue, height, width, folder), kw))
+    def export_model(chosen, queue, height, width, folder, **kw):
+        calls.append(((chosen.variant, queue, height, width, folder), chosen, kw))
         raise RuntimeError("recorded")
 
     monkeypatch.setattr(api, "export_model", export_model)
     for objects in (False, True):
         with pytest.raises(RuntimeError, match="recorded"):
             api.ensure_export("mobilenetv2-noaspp", 1, (32, 48), None, tmp_path, objects)
-        point, kw = calls[-1]
+        point, chosen, kw = calls[-1]
         assert point == ("mobilenetv2-noaspp", 1, 32, 48, tmp_path / "mobilenetv2-noaspp_q1_32x48")
-        assert kw["objects"] is objects and kw["trained"] is True
-        assert kw["checkpoint_sha256"] == sha256(DEFAULT_CHECKPOINT)
+        assert kw["objects"] is objects and chosen.trained is True
+        assert chosen.sha256 == sha256(DEFAULT_CHECKPOINT)
     with pytest.raises(RuntimeError, match="recorded"):  # another student: not reused
         api.ensure_export("mobilenetv2-noaspp", 2, tuple(map(int, SIZE.split("x"))),
                           Path("seeded"), bench_exports, True)
-    assert calls[-1][1]["trained"] is False and len(calls) == 3
+    assert calls[-1][1].trained is False and len(calls) == 3
     folder, _ = api.ensure_export("mobilenetv2-noaspp", 2, tuple(map(int, SIZE.split("x"))),
                                   None, bench_exports, True)
     assert folder == bench_exports / FOLDER and len(calls) == 3
@@ -265,7 +265,7 @@ def test_host_op_profile(bench_exports, tmp_path):
 
 def test_an_export_is_reused_only_for_the_same_point_and_graph_revision():
     from mobilevos_deploy.bench.api import reusable
-    from mobilevos_deploy.export.graphs import GRAPH_REVISION
+    from mobilevos_deploy.model.graphs import GRAPH_REVISION
 
     m = {"graph_revision": GRAPH_REVISION, "variant": "resnet18", "queue": 2,
          "size": [64, 96], "checkpoint": None, "precisions": ["fp32", "fp16"],

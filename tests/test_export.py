@@ -21,16 +21,16 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from mobilevos_deploy.export.api import export_model, shipped_graphs
-from mobilevos_deploy.export.graphs import config_specs, multi_graphs
-from mobilevos_deploy.export.manifest import sha256
-from mobilevos_deploy.export.parity import FLOOR_FACTOR, SIGMOID_ATOL, nchw_clip
+from mobilevos_deploy.export.artifact.manifest import sha256
+from mobilevos_deploy.export.gates.parity import FLOOR_FACTOR, SIGMOID_ATOL, nchw_clip
 from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT, DEFAULT_NAME
 from mobilevos_deploy.model.config import DEFAULT_VARIANT as NOASPP
 from mobilevos_deploy.model.config import StudentConfig
+from mobilevos_deploy.model.graphs import config_specs, multi_graphs
 
 from .conftest import EXPORT_HEIGHT as HEIGHT
 from .conftest import EXPORT_WIDTH as WIDTH
-from .conftest import TRAINED, VARIANTS, ships_objects
+from .conftest import TRAINED, VARIANTS, seeded, ships_objects
 
 # the seeded students and the shipped trained student at the default queue; queue 1 with
 # every gate, both precisions and the K-object graphs is test_export_gates.py's CLI test
@@ -108,21 +108,23 @@ def test_the_objects_rollout_gate_sees_a_dropped_other_objects_channel(exports, 
     """Negative control of the K-object gates: the exported ONNX graphs with memorize fed a
     zero ``others`` (a conversion that lost the input) fail rollout_objects against
     PyTorch; the graphs as exported pass."""
-    from mobilevos_deploy.export import api
-    from mobilevos_deploy.export.graphs import graph_specs
-    from mobilevos_deploy.export.runtimes import onnx_runner
+    from mobilevos_deploy.export.gates.cpu import objects_rollout
+    from mobilevos_deploy.export.gates.reference import Reference
+    from mobilevos_deploy.model.graphs import graph_specs
+    from mobilevos_deploy.runtime.runners import onnx_runner
 
     folder = exports(NOASPP, 2).folder
     student = students[NOASPP]
     specs = graph_specs(student, 2, HEIGHT, WIDTH)
-    objects = api._objects_reference(student, 2, specs, HEIGHT, WIDTH)
+    ref = Reference(student, 2, HEIGHT, WIDTH, True)
+    objects = ref.objects
     assert (objects.masks0.reshape(2, -1).sum(1) > 0).all()  # both objects in frame 0
     run = {g: onnx_runner(folder / f"{g}.onnx", specs[g]) for g in multi_graphs(2)}
-    assert api._objects_rollout_gates("ok", objects, 2, run, False).passed
+    assert objects_rollout("ok", ref, run, False).passed
     memorize = run["memorize"]
     run["memorize"] = lambda inputs: memorize(dict(inputs,
                                                    others=np.zeros_like(inputs["others"])))
-    gate = api._objects_rollout_gates("dropped", objects, 2, run, False)
+    gate = objects_rollout("dropped", ref, run, False)
     assert not gate.passed, gate.figures
 
 
@@ -220,16 +222,16 @@ def test_rerun_replaces_the_folder_whole(exports, students, tmp_path, monkeypatc
 
     from mobilevos_deploy.export import api
 
-    monkeypatch.setattr(api, "_reference_gates", lambda *a: [api.GateResult("none", True)])
+    monkeypatch.setattr(api, "_onnx_gates", lambda *a: [api.GateResult("none", True)])
     monkeypatch.setattr(api, "_tflite_gates", lambda *a: [])
     monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
-    monkeypatch.setattr(api, "_gpu_gate", lambda *a: (None, {"verdict": "not run"}))
+    monkeypatch.setattr(api, "gpu_delegate_gate", lambda *a: (None, {"verdict": "not run"}))
     folder = tmp_path / "out"
     shutil.copytree(exports(NOASPP, 2).folder, folder)
     assert (folder / "memorize_fp32.tflite").exists()
     # the older export's files go with it (a user's file would be refused instead:
     # test_hostile.py)
-    second = export_model(students[NOASPP], NOASPP, 1, 32, 48, folder, trained=False,
+    second = export_model(seeded(students[NOASPP], NOASPP), 1, 32, 48, folder,
                           precisions=["fp16"], objects=False)
     assert second.folder == folder
     names = sorted(p.name for p in folder.iterdir())
@@ -243,7 +245,8 @@ def test_queue_1_step_has_no_value_encoder(students, tmp_path):
     """At Q = 1 the memory never changes, so the step graph computes no value."""
     import onnx
 
-    from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
+    from mobilevos_deploy.export.build.onnx import export_onnx
+    from mobilevos_deploy.model.graphs import graph_module, graph_specs
 
     student = students["mobilenetv2"]
     convs = {}

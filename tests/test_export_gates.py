@@ -3,6 +3,7 @@ control, bad input, and failures that must leave nothing behind."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +16,28 @@ from mobilevos_deploy.cli.export import main as export_cli
 from mobilevos_deploy.errors import UserError
 from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import GateError, export_model
-from mobilevos_deploy.export.convert import convert_graphs
-from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu, parse_report
-from mobilevos_deploy.export.graphs import GraphSpec
-from mobilevos_deploy.export.parity import (
+from mobilevos_deploy.export.build.convert import convert_graphs
+from mobilevos_deploy.export.gates.analyzer import (
+    ENV_VAR,
+    check_gpu,
+    gpu_delegate_gate,
+    parse_report,
+)
+from mobilevos_deploy.export.gates.parity import (
     UNSURE_BAND,
     fp16_gate,
     looped_steps,
     rollout_gate,
     rollout_states,
 )
+from mobilevos_deploy.export.gates.reference import Reference
 from mobilevos_deploy.model.checkpoint import save_checkpoint
 from mobilevos_deploy.model.config import get_variant
+from mobilevos_deploy.model.graphs import GraphSpec
 from mobilevos_deploy.model.stages import TensorSpec
 from mobilevos_deploy.model.student import build_student
+
+from .conftest import seeded
 
 NAME = "mobilenetv2-noaspp"
 
@@ -47,16 +56,16 @@ def _no_gpu_gates(monkeypatch) -> None:
     """For tests of a conversion property the CPU runtimes' gates see: the GPU gates (test_gpu.py)
     are switched off (suite time; on 2 cores their worker competes with the converter)."""
     monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
-    monkeypatch.setattr(api, "_gpu_gate", lambda *a: (None, {"verdict": "not run"}))
+    monkeypatch.setattr(api, "gpu_delegate_gate", lambda *a: (None, {"verdict": "not run"}))
 
 
 def test_coincident_dimensions_are_avoided_by_construction(students, tmp_path, monkeypatch):
     _no_gpu_gates(monkeypatch)
     student = students[NAME]
     assert student.config.key_dim == COINCIDENT["queue"] * 4 * 4
-    result = export_model(student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
-                          COINCIDENT["width"], tmp_path / "ok", trained=False,
-                          precisions=["fp32"], objects=False)
+    result = export_model(seeded(student, NAME), COINCIDENT["queue"], COINCIDENT["height"],
+                          COINCIDENT["width"], tmp_path / "ok", precisions=["fp32"],
+                          objects=False)
     parity = result.manifest["gates"]["step_parity"]
     assert parity["tflite32.readout"] <= 1e-4 and parity["tflite32.next_mem_values"] <= 1e-4
 
@@ -70,8 +79,8 @@ def test_without_the_padding_onnx2tf_breaks_and_the_gate_says_so(trained, tmp_pa
     monkeypatch.setattr(readout_module, "distinct_size", lambda size, taken: size)
     _no_gpu_gates(monkeypatch)
     with pytest.raises(GateError) as err:
-        export_model(trained.student, NAME, COINCIDENT["queue"], COINCIDENT["height"],
-                     COINCIDENT["width"], tmp_path / "bad", trained=True, objects=False,
+        export_model(trained, COINCIDENT["queue"], COINCIDENT["height"],
+                     COINCIDENT["width"], tmp_path / "bad", objects=False,
                      precisions=["fp32"])  # the fp32 gates are the ones that must fail
     message = str(err.value)
     assert "tflite32 readout" in message and "nothing was written" in message
@@ -174,8 +183,8 @@ def test_gpu_checker_flags_the_negative_control(control_tflite):
 def test_export_refuses_gpu_incompatible_files_unless_allowed(control_tflite):
     warnings: list[str] = []
     with pytest.raises(GateError, match="TOPK_V2"):
-        api._gpu_gate([control_tflite], False, warnings)
-    reports, entry = api._gpu_gate([control_tflite], True, warnings)
+        gpu_delegate_gate([control_tflite], False, warnings)
+    reports, entry = gpu_delegate_gate([control_tflite], True, warnings)
     assert entry["verdict"].startswith("incompatible") and "ARG_MAX" in warnings[0]
 
 
@@ -184,7 +193,7 @@ def test_missing_checker_names_the_fix(control_tflite, monkeypatch):
     with pytest.raises(UserError, match="make gpu-venv"):
         check_gpu([control_tflite])
     warnings: list[str] = []
-    reports, entry = api._gpu_gate([control_tflite], True, warnings)
+    reports, entry = gpu_delegate_gate([control_tflite], True, warnings)
     assert reports is None and entry["verdict"] == "not checked" and warnings
 
 
@@ -249,8 +258,7 @@ def test_failed_conversion_names_the_step_and_leaves_nothing(students, tmp_path,
 
     monkeypatch.setattr(api, "Conversion", corrupt_then_convert)
     with pytest.raises(UserError, match=r"TFLite conversion failed .* at step onnx2tf"):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False,
-                     objects=False)
+        export_model(seeded(students[NAME], NAME), 1, 32, 48, tmp_path / "x", objects=False)
     assert leftovers(tmp_path) == []
 
 
@@ -266,10 +274,9 @@ def test_interrupted_export_stops_the_converter_and_leaves_nothing(students, tmp
         raise KeyboardInterrupt  # Ctrl-C while PyTorch runs and TensorFlow converts
 
     monkeypatch.setattr(api, "Conversion", record)
-    monkeypatch.setattr(api, "_reference_gates", interrupt)
+    monkeypatch.setattr(api, "_onnx_gates", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "x", trained=False,
-                     objects=False)
+        export_model(seeded(students[NAME], NAME), 1, 32, 48, tmp_path / "x", objects=False)
     assert started and all(p.poll() is not None for p in started[0]._procs)  # stopped
     assert leftovers(tmp_path) == []
 
@@ -278,7 +285,7 @@ def test_refuses_to_replace_a_folder_that_is_not_an_export(students, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="not an export folder"):
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "mine", trained=False,
+        export_model(seeded(students[NAME], NAME), 1, 32, 48, tmp_path / "mine",
                      objects=False)
     assert leftovers(tmp_path / "mine") == ["notes.txt"]
 
@@ -384,7 +391,7 @@ def _probe_with(student, queue: int, spec, prob_fn=None, value_bug: float = 0.0,
     encodes ``encoded_fn`` of its probability (a bug: another tensor than it returns)."""
     import copy
 
-    from mobilevos_deploy.export.graphs import graph_module
+    from mobilevos_deploy.model.graphs import graph_module
     from mobilevos_deploy.model.student import ValueEncoder
 
     module = copy.deepcopy(graph_module(student, queue, "probe"))
@@ -424,19 +431,19 @@ def test_the_step_is_judged_stage_by_stage_on_the_runtimes_own_inputs(trained):
     weights, a logit off by 1 where the background is sure, a sigmoid off by 1e-6, a
     memory write that encodes another mask than the step returns; and a probability 2e-4
     off, and a NaN one."""
-    from mobilevos_deploy.export.graphs import graph_module, graph_specs
-    from mobilevos_deploy.export.parity import (
+    from mobilevos_deploy.export.gates.parity import (
         FLOOR_FACTOR,
         SIGMOID_ATOL,
         runtime_errors,
         step_parity,
     )
-    from mobilevos_deploy.export.runtimes import exact_given_prob, exact_runner, torch_runner
+    from mobilevos_deploy.model.graphs import graph_module, graph_specs
+    from mobilevos_deploy.runtime.runners import exact_given_prob, exact_runner, torch_runner
 
     student, queue = trained.student, 2
     specs = graph_specs(student, queue, 64, 96)
     spec = specs["probe"]
-    ref = api._reference_inputs(student, queue, specs, 64, 96, False)
+    ref = Reference(student, queue, 64, 96, False)
     given = exact_given_prob(graph_module(student, queue, "probe"), spec)
     # given the exact probability, it is the exact step, bit for bit
     same = given(ref.inputs, ref.exact["prob"])
@@ -499,7 +506,7 @@ def test_the_step_is_judged_stage_by_stage_on_the_runtimes_own_inputs(trained):
 
     # queue 1 writes no memory: the exact step whatever the probability
     specs1 = graph_specs(student, 1, 64, 96)
-    inputs1 = api._reference_inputs(student, 1, specs1, 64, 96, False).inputs
+    inputs1 = Reference(student, 1, 64, 96, False).inputs
     one = exact_given_prob(graph_module(student, 1, "probe"), specs1["probe"])
     exact1 = exact_runner(graph_module(student, 1, "probe"), specs1["probe"])(inputs1)
     zero = one(inputs1, np.zeros_like(exact1["prob"]))
@@ -510,7 +517,7 @@ def test_step_parity_limit_follows_pytorch_fp32s_own_error_only_where_it_is_larg
     """With an exact (float64) reference a tensor's limit is 1e-4, or FLOOR_FACTOR times
     PyTorch fp32's error against it where that is larger. The error of a runtime is
     measured against the exact values."""
-    from mobilevos_deploy.export.parity import FLOOR_FACTOR, step_parity
+    from mobilevos_deploy.export.gates.parity import FLOOR_FACTOR, step_parity
 
     spec = GraphSpec("g", (TensorSpec("x", (1, 4), "float32", "B,C"),),
                      (TensorSpec("readout", (1, 1000), "float32", "B,C"),))
@@ -531,3 +538,51 @@ def test_step_parity_limit_follows_pytorch_fp32s_own_error_only_where_it_is_larg
     assert gate(0.9e-4, 1e-7).passed and not gate(1.1e-4, 1e-7).passed
     figures = gate(0.9e-4, 1e-7).figures
     assert figures["pytorch_fp32_vs_fp64.readout"] == pytest.approx(1e-7)
+
+
+# --- the dependence and K-object parity gates, on their own -----------------------------------
+
+def _memoryless(student):
+    """A copy of ``student`` whose read-out returns zeros: its masks ignore the memory."""
+    blind = copy.deepcopy(student)
+    blind.readout.forward = lambda mem_key, mem_value, valid, query: torch.zeros(
+        query.shape[0], mem_value.shape[1], *query.shape[2:])
+    return blind
+
+
+def test_dependence_gates_fail_a_network_that_ignores_its_memory(trained):
+    """memory_dependence and objects_dependence exist so that the parity gates could see a
+    memory bug at all: the trained student passes them, the same student with a read-out
+    that returns zeros (no memory bug could show in its masks) fails both."""
+    from mobilevos_deploy.export.gates.cpu import memory_dependence, objects_dependence
+
+    ref = Reference(trained.student, 2, 64, 96, True)
+    assert memory_dependence(ref).passed and objects_dependence(ref).passed
+    blind = Reference(_memoryless(trained.student), 2, 64, 96, True)
+    for gate in (memory_dependence(blind), objects_dependence(blind)):
+        assert not gate.passed and "zeroing mem_values" in gate.offending[0], gate.figures
+
+
+def test_objects_parity_fails_a_graph_off_by_a_conversion_sized_error(trained):
+    """objects_parity on its own: PyTorch's own graphs pass; segment's probability 2e-4 off,
+    or memorize's values 1e-3 off, fail on the very graph and tensor."""
+    from mobilevos_deploy.export.gates.cpu import objects_parity
+
+    ref = Reference(trained.student, 2, 64, 96, True)
+    graphs = tuple(ref.objects.inputs)
+    assert graphs == ("encode", "start", "segment", "memorize")
+    own = {g: ref.pytorch[g] for g in graphs}
+    assert objects_parity(ref, {"rt": own}).passed
+
+    def off(graph, tensor, fn):
+        run = dict(own)
+        run[graph] = lambda inputs: {**own[graph](inputs),
+                                     tensor: fn(own[graph](inputs)[tensor])}
+        gate = objects_parity(ref, {"rt": run})
+        assert not gate.passed
+        return {tuple(row.split()[:3]) for row in gate.offending}
+
+    assert off("segment", "prob", lambda p: np.clip(p + 2e-4, 0, 1)) == {
+        ("segment", "rt", "prob")}
+    assert off("memorize", "next_mem_values", lambda v: v * (1 + 1e-3)) == {
+        ("memorize", "rt", "next_mem_values")}

@@ -16,30 +16,27 @@ from click.testing import CliRunner
 import mobilevos_deploy.model.stages as stages_module
 from mobilevos_deploy.cli.check import main as check_cli
 from mobilevos_deploy.errors import UserError
-from mobilevos_deploy.export import api, gpu_run
+from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import GateError, export_model
-from mobilevos_deploy.export.gpu_check import ENV_VAR, check_gpu
-from mobilevos_deploy.export.gpu_gate import gpu_run_gate
-from mobilevos_deploy.export.gpu_run import GpuSession, computes_in_fp16, worker_env
-from mobilevos_deploy.export.gpu_worker import parse_log
-from mobilevos_deploy.export.graphs import graph_module, graph_specs
-from mobilevos_deploy.export.parity import rollout_states
-from mobilevos_deploy.export.runtimes import torch_runner
+from mobilevos_deploy.export.gates.analyzer import ENV_VAR, check_gpu
+from mobilevos_deploy.export.gates.cpu import fp16_compute
+from mobilevos_deploy.export.gates.gpu import gpu_run_gate
+from mobilevos_deploy.export.gates.reference import Reference
 from mobilevos_deploy.nn.readout import MemoryReadout
+from mobilevos_deploy.runtime import gpu as gpu_run
+from mobilevos_deploy.runtime.gpu import GpuSession, computes_in_fp16, worker_env
+from mobilevos_deploy.runtime.gpu_worker import parse_log
 
-from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH
+from .conftest import EXPORT_HEIGHT, EXPORT_WIDTH, seeded
 
 NAME = "mobilenetv2-noaspp"
 
 
 def torch_reference(student, queue: int, height: int, width: int):
     """The specs and what the gates compare with, from PyTorch alone (as api builds it)."""
-    specs = graph_specs(student, queue, height, width)
-    ref = api._reference_inputs(student, queue, specs, height, width, False)
-    init = torch_runner(graph_module(student, queue, "init"), specs["init"])
-    step = torch_runner(graph_module(student, queue, "step"), specs["step"])
-    ref.set_probs(*rollout_states(init, step, specs["step"], ref.frames, ref.masks[0]))
-    return specs, ref
+    ref = Reference(student, queue, height, width, False)
+    ref.rollout()
+    return ref.specs, ref
 
 
 def shipped(folder: Path) -> list[Path]:
@@ -161,7 +158,7 @@ def test_gpu_parity_fails_against_another_students_reference(exports, students, 
     the fp32 files fail on every output; the fp16 files (run here although SwiftShader is a
     software device) are judged against LiteRT's CPU interpreter on the same file, and
     pass."""
-    import mobilevos_deploy.export.gpu_gate as gate_module
+    import mobilevos_deploy.export.gates.gpu as gate_module
 
     monkeypatch.setattr(gate_module, "RUN_FP16_TWINS_ON_SOFTWARE", True)
     other = copy.deepcopy(students[NAME])
@@ -185,7 +182,7 @@ def test_where_the_device_computes_in_fp16_the_fp16_files_roll_out_on_it(
     """The path a GPU with fp16 takes (SwiftShader has none, so it is forced here and the
     rollout runs in fp32): the fp16 files, precision loss allowed, against the PyTorch
     rollout as parity.fp16_gate judges fp16."""
-    import mobilevos_deploy.export.gpu_gate as gate_module
+    import mobilevos_deploy.export.gates.gpu as gate_module
 
     monkeypatch.setattr(gate_module, "computes_in_fp16", lambda session, work: True)
     specs, ref = torch_reference(students[NAME], 2, EXPORT_HEIGHT, EXPORT_WIDTH)
@@ -206,7 +203,7 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
     export, and the check, asked of the files the export handed it, refuses the step."""
     import shutil
 
-    from mobilevos_deploy.export.runtimes import check_io
+    from mobilevos_deploy.runtime.runners import check_io
 
     monkeypatch.setattr(stages_module, "pass_through", lambda x: x)
     handed = {}
@@ -217,8 +214,8 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
 
     monkeypatch.setattr(api, "check_io", record)
     with pytest.raises(GateError) as err:
-        export_model(students[NAME], NAME, 1, 32, 48, tmp_path / "b", trained=False,
-                     objects=False, precisions=["fp32"])
+        export_model(seeded(students[NAME], NAME), 1, 32, 48, tmp_path / "b", objects=False,
+                     precisions=["fp32"])
     message = str(err.value)
     assert "gpu_parity" in message and "step_fp32 prob" in message
     assert "rollout_tflite" not in message  # XNNPACK runs the aliased file correctly
@@ -265,7 +262,7 @@ def test_fp16_readout_keeps_empty_slots_out_and_large_keys_finite(norm):
 
 def test_half_storage_rounds_every_result_to_fp16():
     """The fp16-compute simulation: each op's result is an fp16 value, overflow is inf."""
-    from mobilevos_deploy.export.fp16_compute import HalfStorage, to_half
+    from mobilevos_deploy.export.gates.fp16_compute import HalfStorage, to_half
 
     x = torch.ones(3)
     with HalfStorage():
@@ -286,7 +283,7 @@ def test_fp16_compute_gate_fails_when_keys_overflow_fp16(students):
         student.key_encoder.key_proj.bias.mul_(300.0)
     specs, ref = torch_reference(student, 2, EXPORT_HEIGHT, EXPORT_WIDTH)
     assert np.isfinite(ref.probs).all()
-    gate = api._fp16_compute_gate(student, 2, specs, ref)
+    gate = fp16_compute(ref)
     assert not gate.passed and gate.figures["max_key_norm"] > 724
     assert any("non-finite" in row for row in gate.offending), gate.offending
 

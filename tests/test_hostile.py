@@ -29,16 +29,16 @@ from mobilevos_deploy.cli import train as train_cli
 from mobilevos_deploy.data.media import read_mask, write_mask
 from mobilevos_deploy.data.synthetic import moving_object_clip, write_davis_clip
 from mobilevos_deploy.errors import CheckpointError, UserError
-from mobilevos_deploy.export import api
 from mobilevos_deploy.export.api import export_model
-from mobilevos_deploy.export.parity import rollout_gate, step_parity
+from mobilevos_deploy.export.artifact.folder import check_replaceable
+from mobilevos_deploy.export.gates.parity import rollout_gate, step_parity
 from mobilevos_deploy.inference.backends import open_backend
 from mobilevos_deploy.inference.segment import segment
 from mobilevos_deploy.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from mobilevos_deploy.model.config import get_variant
 from mobilevos_deploy.model.student import build_student
 
-from .conftest import TRAINED
+from .conftest import TRAINED, seeded
 
 VARIANT = "mobilenetv2-noaspp"
 BIN = Path(sys.executable).parent
@@ -80,8 +80,7 @@ def test_export_refuses_a_folder_that_merely_holds_a_manifest_json(students, tmp
     (mine / "thesis.tex").write_text("years of work")
     before = tree(mine)
     with pytest.raises(UserError, match="not an export folder"):
-        export_model(students[VARIANT], VARIANT, 1, 32, 48, mine, trained=False,
-                     objects=False)
+        export_model(seeded(students[VARIANT], VARIANT), 1, 32, 48, mine, objects=False)
     assert tree(mine) == before
 
 
@@ -89,10 +88,10 @@ def test_export_refuses_an_export_folder_holding_a_users_file(export_copy):
     (export_copy / "notes.txt").write_text("keep")
     before = tree(export_copy)
     with pytest.raises(UserError, match="notes.txt"):
-        api._check_replaceable(export_copy)
+        check_replaceable(export_copy)
     assert tree(export_copy) == before
     (export_copy / "notes.txt").unlink()
-    api._check_replaceable(export_copy)  # an export of ours, as written, may be replaced
+    check_replaceable(export_copy)  # an export of ours, as written, may be replaced
 
 
 def test_an_export_made_by_an_older_version_is_still_ours_to_replace(export_copy):
@@ -101,7 +100,7 @@ def test_an_export_made_by_an_older_version_is_still_ours_to_replace(export_copy
     with pytest.raises(UserError, match="older version"):
         open_backend(model=export_copy, ckpt=None, backend="onnx", precision="fp32",
                      queue=None, size=None)
-    api._check_replaceable(export_copy)  # no error: it can be exported over
+    check_replaceable(export_copy)  # no error: it can be exported over
 
 
 def test_an_ignored_signal_stays_ignored():
@@ -305,7 +304,7 @@ def test_gates_name_a_non_finite_reference():
     ref[1:, 0, 0] = np.nan
     gate = rollout_gate("rollout_x", ref, np.full((3, 4, 4), 0.9, np.float32), 0.99, None)
     assert not gate.passed and "reference's probabilities are non-finite" in gate.offending[0]
-    from mobilevos_deploy.export.graphs import GraphSpec
+    from mobilevos_deploy.model.graphs import GraphSpec
     from mobilevos_deploy.model.stages import TensorSpec
 
     spec = GraphSpec("g", (TensorSpec("x", (1,), "float32", "x"),),
@@ -335,8 +334,7 @@ def test_soup_refuses_a_nan_checkpoint_before_scoring(tmp_path, clip):
 def test_export_refuses_a_size_that_cannot_fit_before_building(students, tmp_path):
     start = time.perf_counter()
     with pytest.raises(UserError, match=r"needs at least [\d,.]+ GiB"):
-        export_model(students[VARIANT], VARIANT, 2, 16000, 16000, tmp_path / "x",
-                     trained=False)
+        export_model(seeded(students[VARIANT], VARIANT), 2, 16000, 16000, tmp_path / "x")
     assert time.perf_counter() - start < 10 and list(tmp_path.iterdir()) == []
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from mobilevos_deploy.export.graphs import export_onnx, graph_module, graph_specs
-from mobilevos_deploy.export.parity import nchw_clip, rollout, step_parity
-from mobilevos_deploy.export.runtimes import onnx_runner, torch_runner
+from mobilevos_deploy.export.build.onnx import export_onnx
+from mobilevos_deploy.export.gates.parity import nchw_clip, rollout, step_parity
+from mobilevos_deploy.model.graphs import graph_module, graph_specs
+from mobilevos_deploy.runtime.runners import onnx_runner, torch_runner
 
 from .conftest import VARIANTS
 

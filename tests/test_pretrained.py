@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mobilevos_deploy.cli.train import main as train_main
 from mobilevos_deploy.errors import CheckpointError
 from mobilevos_deploy.export.api import export_model
-from mobilevos_deploy.model.checkpoint import load_checkpoint
+from mobilevos_deploy.model.checkpoint import ChosenStudent, load_checkpoint
 from mobilevos_deploy.model.config import get_variant
 from mobilevos_deploy.model.student import build_student
 from mobilevos_deploy.train.pretrained import load_backbone_weights
@@ -238,8 +238,8 @@ def test_iters_0_writes_the_initial_student_and_it_passes_every_export_gate(file
     loaded = load_checkpoint(out / "last.pt", "mobilenetv2-noaspp")
     trunk = loaded.student.key_encoder.trunk.state_dict()
     assert torch.equal(trunk["blocks.5.block.1.0.weight"], state["features.5.conv.1.0.weight"])
-    export = export_model(loaded.student, "mobilenetv2-noaspp", 2, 32, 48,
-                          tmp_path / "export", trained=False, checkpoint=out / "last.pt",
+    export = export_model(ChosenStudent(loaded.student, "mobilenetv2-noaspp", False,
+                                        out / "last.pt"), 2, 32, 48, tmp_path / "export",
                           objects=False)
     gates = export.manifest["gates"]
     assert gates and all(g["passed"] for g in gates.values()), gates

@@ -149,11 +149,11 @@ def test_several_objects_match_the_stcn_reference(students, n):
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_the_graph_loop_is_the_tracker(students, n):
-    """export/loop.py (the app loop over encode/start/segment/memorize, what mvos-run and the
+    """runtime/loop.py (the app loop over encode/start/segment/memorize, what mvos-run and the
     export gates run) on the PyTorch graph modules is track_objects, frame by frame."""
-    from mobilevos_deploy.export.graphs import graph_module, graph_specs, multi_graphs
-    from mobilevos_deploy.export.loop import rollout_objects
-    from mobilevos_deploy.export.runtimes import torch_runner
+    from mobilevos_deploy.model.graphs import graph_module, graph_specs, multi_graphs
+    from mobilevos_deploy.runtime.loop import rollout_objects
+    from mobilevos_deploy.runtime.runners import torch_runner
 
     student = students["mobilenetv2-noaspp"]
     clip = scene_clip(6, 64, 96, seed=5)
@@ -173,8 +173,8 @@ def test_the_apps_numpy_aggregation_is_the_pytorch_rule(k):
     training run), on probabilities that include exact 0 and 1 and overlapping objects."""
     import numpy as np
 
-    from mobilevos_deploy.export.loop import aggregate
     from mobilevos_deploy.model.objects import memory_inputs
+    from mobilevos_deploy.runtime.loop import aggregate
 
     gen = torch.Generator().manual_seed(k)
     probs = torch.rand(k, 1, 1, 24, 40, generator=gen)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..export.api import default_folder_name, export_model
-from ..export.graphs import GRAPH_REVISION, SINGLE_GRAPHS, multi_graphs
-from ..export.manifest import MANIFEST
-from ..export.verify import manifest_problems, verify_files
+from ..export.artifact.manifest import MANIFEST
+from ..export.artifact.verify import manifest_problems, verify_files
 from ..files import atomic_path, check_writable, sha256
 from ..model.checkpoint import student_for
+from ..model.graphs import GRAPH_REVISION, SINGLE_GRAPHS, multi_graphs, shipped_graphs
 from ..proc import child_setup
 from .adb import Adb
 from .device import find_binary, run_point
@@ -108,15 +108,12 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
     chosen = student_for(ckpt, variant)
     want_ckpt = chosen.sha256
     m = _json(folder / MANIFEST)  # one read; an unreadable or invalid one is not reused
-    graphs = SINGLE_GRAPHS + (multi_graphs(queue) if objects else ())
+    graphs = shipped_graphs(queue, objects)
     if isinstance(m, dict) and not manifest_problems(m) and reusable(m, variant, queue, size,
                                                                      want_ckpt, graphs):
         verify_files(folder, m, m["files"])  # a changed file is refused, never timed
         return folder, m
-    result = export_model(chosen.student, variant, queue, height, width, folder,
-                          trained=chosen.trained, checkpoint=chosen.checkpoint,
-                          checkpoint_sha256=chosen.sha256,
-                          model_name=chosen.name, objects=objects)
+    result = export_model(chosen, queue, height, width, folder, objects=objects)
     return folder, result.manifest
 
 

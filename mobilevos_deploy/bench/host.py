@@ -58,8 +58,8 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
         return load
     if engine == "tflite-gpu":
         def load():
-            from ..export.gpu_gate import delegation_rows
-            from ..export.gpu_run import GpuSession
+            from ..export.gates.gpu import delegation_rows
+            from ..runtime.gpu import GpuSession
 
             session = GpuSession()
             path = folder / f"step_{precision}.tflite"
@@ -118,7 +118,7 @@ class _GpuCall:
 
 def measure(folder: Path, engine: str, precision: str, threads: int, warmup: int,
             runs: int) -> dict:
-    from ..export.verify import graph_files, read_export
+    from ..export.artifact.verify import graph_files, read_export
 
     manifest = read_export(folder, graph_files(engine, precision)[1:])  # the step it times
     load = _loader(folder, manifest, engine, precision, threads)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.flatbuf import pack_model
+from ..export.build.flatbuf import pack_model
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..export.check import check_tflite, format_result
+from ..export.gates.check import check_tflite, format_result
 from . import user_errors
 
 

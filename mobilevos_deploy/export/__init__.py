@@ -1,15 +1,14 @@
-"""Export: deployable stages → ONNX → TFLite (onnx2tf), with parity checks.
+"""Export: the student's graphs → ONNX → TFLite (onnx2tf), gated, into a folder with a
+manifest. ``api.export_model`` is the recipe.
 
-graphs.py        the init / step graphs, their I/O specs and ONNX export
-convert.py       onnx2tf, run offline, its failures surfaced (tf_worker.py in a child)
-runtimes.py      one calling convention for PyTorch, ONNX Runtime, LiteRT and its GPU
-parity.py        step parity and closed-loop rollout checks
-fp16_compute.py  the student with every activation in fp16, as a phone GPU runs it
-gpu_run.py       LiteRT's GPU accelerator in its own venv (gpu_worker.py in a child)
-gpu_gate.py      the export's GPU gate: delegation verdict and parity on that accelerator
-gpu_check.py     TensorFlow 2.17's GPU-delegate analyzer, the second verdict
-check.py         both verdicts for any TFLite file (mvos-check)
-manifest.py      what an export folder promises
-verify.py        whether a folder is what its manifest says (before anything runs on it)
-api.py           export_model: staging, gates, manifest, atomic move into place
+build/     graphs → ONNX (onnx.py) → TFLite fp32 and fp16 (convert.py, with tf_worker.py in
+           a TensorFlow child), and the flatbuffer edits (flatbuf.py)
+gates/     what every export must pass: reference.py (PyTorch and float64, built once),
+           parity.py (how a runtime is judged), cpu.py (the gates on ONNX Runtime, LiteRT's
+           interpreter and the fp16 simulation, fp16_compute.py), gpu.py (LiteRT's GPU
+           accelerator), analyzer.py (TensorFlow 2.17's delegate analyzer), check.py (both
+           GPU verdicts for any file: mvos-check)
+artifact/  manifest.py (what a folder promises), verify.py (whether a folder is what its
+           manifest says, before anything runs on it), folder.py (staging, atomic replace)
+api.py     export_model; summary.py, what mvos-export prints
 """

@@ -13,7 +13,7 @@ encoded once, each object segmented against its memory, the probabilities aggreg
 each memory written from its aggregated probability with the other objects' sum. One
 object runs the single-object pair (init, step) on every backend.
 
-``tflite-gpu`` runs the TFLite files on LiteRT's GPU accelerator (export/gpu_run.py) on
+``tflite-gpu`` runs the TFLite files on LiteRT's GPU accelerator (runtime/gpu.py) on
 whatever Vulkan device is present, with precision loss allowed as on a phone; ``device``
 names it, and a software device (SwiftShader) is no GPU: its latency is not a GPU figure.
 """
@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..export.graphs import SINGLE_GRAPHS, GraphSpec, multi_graphs
-from ..export.loop import start_objects, step_objects
-from ..export.verify import graph_files, read_export, verify_files
+from ..export.artifact.verify import graph_files, read_export, verify_files
 from ..model.checkpoint import manifest_student, student_for
+from ..model.graphs import SINGLE_GRAPHS, GraphSpec, multi_graphs
 from ..model.memory import MemoryState
 from ..model.objects import first_inputs, memory_inputs
 from ..model.profile import check_memory
@@ -44,6 +43,7 @@ from ..model.stages import (
     read_prob,
 )
 from ..model.student import Student
+from ..runtime.loop import start_objects, step_objects
 
 BACKENDS = ("torch", "onnx", "tflite", "tflite-gpu")
 State = tuple[np.ndarray, ...]
@@ -115,7 +115,7 @@ class GraphBackend:
         self._open(SINGLE_GRAPHS)
 
     def _open(self, graphs: tuple[str, ...]) -> None:
-        from ..export.runtimes import gpu_runner, onnx_runner, tflite_runner
+        from ..runtime.runners import gpu_runner, onnx_runner, tflite_runner
 
         specs = {g: _spec(self.manifest, g) for g in graphs if g not in self._runners}
         paths = {g: self.folder / name for g, name in zip(
@@ -124,8 +124,8 @@ class GraphBackend:
             make = onnx_runner if self.name == "onnx" else tflite_runner
             self._runners.update({g: make(paths[g], specs[g], self.threads) for g in specs})
             return
-        from ..export.gpu_gate import delegation_rows
-        from ..export.gpu_run import GpuSession
+        from ..export.gates.gpu import delegation_rows
+        from ..runtime.gpu import GpuSession
 
         if self._session is None:
             self._session = GpuSession()

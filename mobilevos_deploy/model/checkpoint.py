@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, UserError
-from ..files import atomic_path
+from ..files import atomic_path, sha256
 from .config import DEFAULT_VARIANT, StudentConfig, get_variant
 from .student import Student, build_student
 
@@ -60,7 +60,7 @@ def _listing(names: list[str]) -> str:
     return shown + (f", ... and {more} more" if more > 0 else "")
 
 
-def _read(path: Path) -> Any:
+def read_checkpoint_file(path: Path) -> Any:
     return _checked_load(path)[0]
 
 
@@ -237,6 +237,35 @@ class ChosenStudent:
             return "UNTRAINED seeded student"
         return self.name or f"checkpoint {self.checkpoint}"
 
+    def manifest_entry(self) -> dict:
+        """What an export's manifest says of the student it was made from."""
+        checkpoint = None
+        if self.checkpoint is not None:
+            path = Path(self.checkpoint).resolve()  # the manifest's path works from anywhere
+            checkpoint = {"path": str(path), "sha256": self.sha256 or sha256(path),
+                          "name": self.name}
+        return {"variant": self.variant, "trained": self.trained, "checkpoint": checkpoint,
+                "config": self.student.config.to_dict()}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, folder: Path | str = "the export") -> ChosenStudent:
+        """The student an export folder was made from: its checkpoint, refused when the
+        file is gone or its bytes are not those the export hashed; else the seeded
+        student."""
+        ckpt = manifest.get("checkpoint")
+        if not ckpt:
+            return student_for(SEEDED, manifest["variant"])
+        path = Path(ckpt["path"])
+        if not path.is_file():
+            raise UserError(f"{path}, the checkpoint {folder} was exported from, is missing; "
+                            "restore it, or export again")
+        chosen = student_for(path, manifest["variant"])
+        if chosen.sha256 != ckpt.get("sha256"):
+            raise UserError(f"{path} has changed since {folder} was exported from it (its "
+                            "sha256 differs from the manifest's); export again")
+        return cls(chosen.student, chosen.variant, True, chosen.checkpoint, ckpt.get("name"),
+                   chosen.sha256)
+
 
 def student_for(ckpt: str | Path | None, variant: str | None,
                 default: str = DEFAULT_VARIANT) -> ChosenStudent:
@@ -265,17 +294,5 @@ def student_for(ckpt: str | Path | None, variant: str | None,
 
 
 def manifest_student(manifest: dict, folder: Path | str = "the export") -> Student:
-    """The PyTorch student an export folder was made from: its checkpoint, refused when the
-    file is gone or its bytes are not those the export hashed; else the seeded student."""
-    ckpt = manifest.get("checkpoint")
-    if not ckpt:
-        return student_for(SEEDED, manifest["variant"]).student
-    path = Path(ckpt["path"])
-    if not path.is_file():
-        raise UserError(f"{path}, the checkpoint {folder} was exported from, is missing; "
-                        "restore it, or export again")
-    chosen = student_for(path, manifest["variant"])
-    if chosen.sha256 != ckpt.get("sha256"):
-        raise UserError(f"{path} has changed since {folder} was exported from it (its sha256 "
-                        "differs from the manifest's); export again")
-    return chosen.student
+    """``ChosenStudent.from_manifest``'s network."""
+    return ChosenStudent.from_manifest(manifest, folder).student

@@ -170,7 +170,7 @@ _DAMPED = {"decoder.pred": 0.3, "value_encoder.fuse": 0.25}
 _RESIDUAL_GAMMA = 0.2
 
 
-def _init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module) -> None:
     """He-normal convolutions and zero biases; a damped orthogonal key projection and the
     damped layers above, so affinities, values and mask logits have trained-like spreads.
 
@@ -226,7 +226,7 @@ def build_student(cfg: StudentConfig, seed: int | None = 0, centre: bool = True)
         if seed is not None:
             torch.manual_seed(seed)
         model = Student(cfg).eval()
-        _init_weights(model)
+        init_weights(model)
     if centre:
         _centre_logits(model)
     return model

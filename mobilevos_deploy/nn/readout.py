@@ -29,7 +29,7 @@ class MemoryReadout(nn.Module):
     unless the best valid key is further than sqrt((1e4 - 104) * sqrt(Ck)) from the
     query (281 at Ck = 64); STCN's keys are nowhere near that. No top-k (TOPK does not
     run on the TFLite GPU delegate). Computed in at least ``compute_dtype``: fp32 in every
-    exported graph (the fp16-compute gate, export/fp16_compute.py, keeps it and rounds
+    exported graph (the fp16-compute gate, export/gates/fp16_compute.py, keeps it and rounds
     every op's result to fp16 instead; a lower ``compute_dtype`` runs it in that type).
 
     No two axes of an intermediate may have the same size: onnx2tf guesses layouts from

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..model.checkpoint import _read, non_finite
+from ..model.checkpoint import non_finite, read_checkpoint_file
 from ..model.student import Student
 from ..nn.mobilenetv2 import MobileNetV2Trunk
 from ..nn.resnet18 import ResNet18Trunk
@@ -153,7 +153,7 @@ def _architecture(trunk: nn.Module) -> str:
 def _read_state(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"--backbone-weights {path}: no such file")
-    obj = _read(path)
+    obj = read_checkpoint_file(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

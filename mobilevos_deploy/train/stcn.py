@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, UserError
-from .teacher import TeacherFrame, TeacherMemory, run_clip
+from .teacher_protocol import TeacherFrame, TeacherMemory, run_clip
 
 KIND = "stcn"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

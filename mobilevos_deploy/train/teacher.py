@@ -15,18 +15,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
 from ..files import atomic_path
-from ..model.checkpoint import _read
+from ..model.checkpoint import read_checkpoint_file
 from ..model.config import StudentConfig
 from ..model.objects import memory_inputs_batched
-from ..model.student import Decoder, KeyEncoder, KeyFeatures, ValueEncoder, _init_weights
+from ..model.student import Decoder, KeyEncoder, KeyFeatures, ValueEncoder, init_weights
 from ..nn.readout import MemoryReadout
+from .teacher_protocol import TeacherFrame, TeacherMemory, run_clip
 
 if TYPE_CHECKING:
     from .stcn import STCNTeacher
@@ -57,17 +58,6 @@ class TeacherConfig:
 
 
 DEFAULT_TEACHER = TeacherConfig()
-
-
-class TeacherFrame(NamedTuple):
-    features: torch.Tensor  # B x D x H/4 x W/4 - representation before the final conv
-    logits: torch.Tensor  # B x 1 x H x W
-
-
-class TeacherMemory(NamedTuple):
-    keys: torch.Tensor  # B x Ck x N - every remembered frame, N grows by h*w per frame
-    values: torch.Tensor  # B x Cv x N
-    frame: int  # index of the last frame seen
 
 
 class Teacher(nn.Module):
@@ -141,18 +131,6 @@ class Teacher(nn.Module):
         return run_clip(self, frames, first_mask)
 
 
-def run_clip(teacher: nn.Module, frames: torch.Tensor,
-             first_mask: torch.Tensor) -> list[TeacherFrame]:
-    """A teacher's ``start``/``step`` over a clip. frames: B x T x 3 x H x W, first_mask:
-    B x 1 x H x W → T-1 outputs (frames 1..); the last frame is not remembered."""
-    memory = teacher.start(frames[:, 0], first_mask)
-    out = []
-    for t in range(1, frames.shape[1]):
-        frame_out, memory = teacher.step(frames[:, t], memory, t < frames.shape[1] - 1)
-        out.append(frame_out)
-    return out
-
-
 def run_clip_objects(teacher: Teacher, frames: torch.Tensor, first: torch.Tensor,
                      present: torch.Tensor) -> list[TeacherFrame]:
     """:func:`run_clip` for up to K objects of each clip, the STCN way (as the student
@@ -185,7 +163,7 @@ def build_teacher(cfg: TeacherConfig = DEFAULT_TEACHER, seed: int = 0,
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         teacher = Teacher(cfg, mem_every)
-        _init_weights(teacher)
+        init_weights(teacher)
     return teacher.eval()
 
 
@@ -209,7 +187,7 @@ def load_teacher(path: str | Path, mem_every: int = 5) -> Teacher | STCNTeacher:
         raise CheckpointError(f"teacher checkpoint not found: {path}; train one with "
                               "`mvos-train --model teacher`, give STCN's released stcn.pth, "
                               "or use --loss ce (no teacher)")
-    obj = _read(path)
+    obj = read_checkpoint_file(path)
     if is_stcn_state(obj):
         return load_stcn(path, obj, mem_every)
     if not isinstance(obj, dict) or obj.get("kind") != KIND:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..model.stages import STATE_NAMES
-from ..proc import child_setup
-from .graphs import GraphSpec
+from ...errors import UserError
+from ...model.stages import STATE_NAMES
+from ...proc import child_setup
+from ...model.graphs import GraphSpec
 from .tf_worker import FAILED
 
 # onnx2tf downloads this sample for image-only models unless it finds it in the cwd.
@@ -66,7 +66,7 @@ class Conversion:
             log = open(work / f"convert{i}.log", "w+")  # noqa: SIM115 (closed in result())
             self._logs.append(log)
             self._procs.append(subprocess.Popen(
-                [sys.executable, "-m", "mobilevos_deploy.export.tf_worker",
+                [sys.executable, "-m", "mobilevos_deploy.export.build.tf_worker",
                  str(work / f"jobs{i}.json")],
                 stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=child_setup()))
 

@@ -19,17 +19,16 @@ the runtime inputs within the op's limit. Any other warning, on any op, is a fai
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..proc import child_setup
+from ...errors import UserError
+from ...proc import child_setup
+from ...runtime.venv import ENV_VAR, checker_python
+from .parity import GateError
 
-ENV_VAR = "MVOS_GPU_CHECKER"
-DEFAULT_CHECKER = Path(__file__).resolve().parents[2] / ".venv-gpucheck" / "bin" / "python"
 MARK = "MVOS_GPU_REPORT "
 FIX = ("run `make gpu-venv` (a separate venv with tensorflow-cpu 2.17.1 and ai-edge-litert "
        f"2.3) or set {ENV_VAR}=/path/to/python with TensorFlow 2.17")
@@ -126,13 +125,6 @@ def _fp16_weight_pattern(message: str, inputs: list[int], dequantized: set[int])
     return runtime - sum(t in dequantized for t in inputs) <= allowed
 
 
-def checker_python() -> Path | None:
-    configured = os.environ.get(ENV_VAR)
-    if configured:
-        return Path(configured)
-    return DEFAULT_CHECKER if DEFAULT_CHECKER.exists() else None
-
-
 TIMEOUT_S = 600
 
 
@@ -160,3 +152,31 @@ def check_gpu(files: list[Path], python: Path | None = None,
                         f"is known to flag unsupported ops (2.19's approves any model). {FIX}")
     return {(p if by_path else Path(p).name): parse_report(Path(p).name, text)
             for p, text in result["reports"].items()}
+
+
+def gpu_delegate_gate(files: list[Path], allow_cpu_fallback: bool, warnings: list[str]
+                      ) -> tuple[dict[str, GpuReport] | None, dict]:
+    """The export's ``gpu_delegate`` gate: the analyzer on every shipped file. Returns the
+    reports (None when the analyzer could not run and that was allowed) and the manifest
+    entry; raises GateError for a flagged op unless ``allow_cpu_fallback``."""
+    try:
+        reports = check_gpu(files)
+    except UserError as exc:
+        if not allow_cpu_fallback:
+            raise
+        warnings.append(f"GPU-delegate check not run: {exc}")
+        return None, {"verdict": "not checked", "reason": str(exc)}
+    bad = {name: r for name, r in reports.items() if not r.compatible}
+    verdict = "compatible" if not bad else "incompatible"
+    if bad:
+        rows = "\n".join(f"  gpu_delegate  {name:<18} op #{f.index} {f.op}: {f.message}"
+                         for name, r in bad.items() for f in r.flagged)
+        if not allow_cpu_fallback:
+            raise GateError(f"TFLite ops the GPU delegate does not support (they would run on "
+                            f"the CPU); nothing was written:\n{rows}\nPass "
+                            f"--allow-cpu-fallback to export anyway.")
+        warnings.append(f"WARNING: these ops will fall back to the CPU on the phone:\n{rows}")
+        verdict = "incompatible (exported with --allow-cpu-fallback)"
+    return reports, {"verdict": verdict, "checker": "tf.lite.experimental.Analyzer "
+                     "(TensorFlow 2.17), fp16-weight DEQUANTIZE pattern recognised",
+                     "files": {n: r.to_dict() for n, r in reports.items()}}

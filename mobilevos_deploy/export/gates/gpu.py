@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from .gpu_run import GpuSession, LoadReport, computes_in_fp16, largest_tensor
-from .graphs import GraphSpec, multi_graphs
-from .loop import looped_objects, rollout_objects
+from ...errors import UserError
+from ...model.graphs import GraphSpec, multi_graphs
+from ...runtime.gpu import GpuSession, LoadReport, computes_in_fp16, largest_tensor
+from ...runtime.loop import Encoded, looped_objects, rollout_objects
+from ...runtime.runners import gpu_runner, tflite_runner
 from .parity import (
     GateError,
     GateResult,
@@ -49,7 +50,6 @@ from .parity import (
     rollout,
     step_parity,
 )
-from .runtimes import gpu_runner, tflite_runner
 
 ACCELERATOR = "LiteRT GPU accelerator (ai-edge-litert 2.3, ML Drift over WebGPU/Vulkan)"
 # On a software device, run the fp16 twins of the fp32 files too (tests set it)
@@ -201,8 +201,9 @@ def _objects_rollout(session: GpuSession, specs: dict[str, GraphSpec],
         n = min(SOFTWARE_OBJECT_FRAMES, frames.shape[0])
         frames, expected, states = frames[:n], expected[:, : n - 1], states[: n - 1]
     run = {g: gpu_runner(session, f"{g}_fp32", specs[g]) for g in multi_graphs(queue)}
-    closed, _ = rollout_objects(run, queue, frames, masks0)
-    looped = looped_objects(run, queue, frames, masks0, states)
+    encoded = Encoded(run, frames)
+    closed, _ = rollout_objects(run, queue, frames, masks0, encoded)
+    looped = looped_objects(run, queue, frames, masks0, states, (closed, encoded))
     flat = expected.reshape(-1, *expected.shape[2:])
     gate = objects_fp32_gate("rollout_objects_gpu", flat, looped.reshape(flat.shape),
                              closed.reshape(flat.shape))

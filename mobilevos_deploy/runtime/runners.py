@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,15 +18,16 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from ..model.graphs import GraphSpec
 from ..model.student import ValueEncoder
-from .graphs import GraphSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def exact_runner(module: nn.Module, spec: GraphSpec) -> Runner:
-    """PyTorch in float64 on a copy of ``module``: the step gates' exact reference."""
-    exact = copy.deepcopy(module).double()
+def exact_runner(module: nn.Module, spec: GraphSpec, own_copy: bool = True) -> Runner:
+    """PyTorch in float64 on a copy of ``module`` (on ``module`` itself, already float64,
+    with ``own_copy`` off): the step gates' exact reference."""
+    exact = copy.deepcopy(module).double() if own_copy else module
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
@@ -35,6 +37,7 @@ def exact_runner(module: nn.Module, spec: GraphSpec) -> Runner:
     return run
 
 
+KEEP_GIVEN = 4  # answers exact_given_prob keeps (each a float64 step's outputs)
 GivenProbRunner = Callable[[dict[str, np.ndarray], np.ndarray], dict[str, np.ndarray]]
 
 
@@ -67,7 +70,8 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
 
     encoders[0].register_forward_pre_hook(swap)
 
-    last: dict[str, object] = {}  # PyTorch's floor is asked again by every gate that runs
+    # PyTorch's floor is asked again by every gate that runs: the last few answers kept
+    last: OrderedDict[bytes, dict[str, np.ndarray]] = OrderedDict()
 
     def run(inputs: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, np.ndarray]:
         """At queue 1 the step writes no memory (no encoder call): the exact step."""
@@ -76,8 +80,10 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
             x = np.ascontiguousarray(x)
             digest.update(f"{x.dtype}{x.shape}".encode() + x.tobytes())
         with lock:
-            if last.get("key") == digest.digest():
-                return dict(last["outputs"])
+            key = digest.digest()
+            if key in last:
+                last.move_to_end(key)
+                return dict(last[key])
             given[:], calls[:] = [torch.from_numpy(np.asarray(prob)).double()], []
             try:
                 with torch.no_grad():
@@ -86,7 +92,9 @@ def exact_given_prob(module: nn.Module, spec: GraphSpec) -> GivenProbRunner:
             finally:
                 given.clear()
             result = {n: o.numpy() for n, o in zip(spec.output_names, outs, strict=True)}
-            last.update(key=digest.digest(), outputs=result)
+            last[key] = result
+            if len(last) > KEEP_GIVEN:
+                last.popitem(last=False)
         return dict(result)
 
     return run

@@ -6,22 +6,20 @@
     state_k = memorize(enc, written_k, others_k, state_k) # queue > 1
 
 The first frame: ``start(enc, mask_k, others_k)`` with the other objects' given masks
-summed. Runners take and give NCHW / 3-D arrays (runtimes.py); mvos-run's graph backends,
+summed. Runners take and give NCHW / 3-D arrays (runners.py); mvos-run's graph backends,
 the export gates and the K-object benchmark all run this one loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
+from ..model.graphs import NEXT
 from ..model.objects import CLAMP, first_inputs
 from ..model.stages import STATE_NAMES
-from .graphs import NEXT
+from .runners import Runner
 
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 State = dict[str, np.ndarray]
 
 
@@ -54,9 +52,10 @@ def aggregate(probs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarra
 
 
 def start_objects(run: dict[str, Runner], frame: np.ndarray,
-                  masks: list[np.ndarray]) -> list[State]:
-    """frame 1 x 3 x H x W, masks K x (1 x 1 x H x W) → each object's initial state."""
-    enc = run["encode"]({"frame": frame})
+                  masks: list[np.ndarray], enc: State | None = None) -> list[State]:
+    """frame 1 x 3 x H x W, masks K x (1 x 1 x H x W) → each object's initial state.
+    ``enc``: the frame's ``encode`` outputs, when the caller has them already."""
+    enc = enc or run["encode"]({"frame": frame})
     given, others = _numpy(first_inputs, masks)
     states = []
     for m, o in zip(given, others, strict=True):
@@ -65,11 +64,11 @@ def start_objects(run: dict[str, Runner], frame: np.ndarray,
     return states
 
 
-def step_objects(run: dict[str, Runner], queue: int, frame: np.ndarray, states: list[State]
-                 ) -> tuple[list[np.ndarray], list[State]]:
+def step_objects(run: dict[str, Runner], queue: int, frame: np.ndarray, states: list[State],
+                 enc: State | None = None) -> tuple[list[np.ndarray], list[State]]:
     """One frame for every object → (each object's probability 1 x 1 x H x W, the next
-    states)."""
-    enc = run["encode"]({"frame": frame})
+    states). ``enc``: the frame's ``encode`` outputs, when the caller has them already."""
+    enc = enc or run["encode"]({"frame": frame})
     probs = [run["segment"]({**enc, **state})["prob"] for state in states]
     if queue == 1:
         return probs, states
@@ -82,29 +81,54 @@ def step_objects(run: dict[str, Runner], queue: int, frame: np.ndarray, states: 
     return probs, nxt
 
 
+class Encoded:
+    """A clip's frames through one runtime's ``encode``, each frame once: the loops below
+    read a frame several times (the looped frames read frame t-1 and t), and ``encode``
+    is a function of the frame alone."""
+
+    def __init__(self, run: dict[str, Runner], frames: np.ndarray) -> None:
+        self.run, self.frames, self.done = run, frames, {}
+
+    def __getitem__(self, t: int) -> State:
+        if t not in self.done:
+            self.done[t] = self.run["encode"]({"frame": self.frames[t : t + 1]})
+        return self.done[t]
+
+
 def rollout_objects(run: dict[str, Runner], queue: int, frames: np.ndarray,
-                    masks0: np.ndarray) -> tuple[np.ndarray, list[list[State]]]:
+                    masks0: np.ndarray, encoded: Encoded | None = None
+                    ) -> tuple[np.ndarray, list[list[State]]]:
     """frames T x 3 x H x W, masks0 K x H x W → (K x T-1 x H x W probabilities, the states
-    each frame was read against), the runtime feeding back its own states."""
-    states = start_objects(run, frames[:1], [m[None, None] for m in masks0])
+    each frame was read against), the runtime feeding back its own states. ``encoded``:
+    the same runtime's encoded frames, shared with ``looped_objects``."""
+    enc = encoded or Encoded(run, frames)
+    states = start_objects(run, frames[:1], [m[None, None] for m in masks0], enc[0])
     probs, read = [], []
     for t in range(1, frames.shape[0]):
         read.append(states)
-        out, states = step_objects(run, queue, frames[t : t + 1], states)
+        out, states = step_objects(run, queue, frames[t : t + 1], states, enc[t])
         probs.append(np.stack([p[0, 0] for p in out]))
     return np.stack(probs, axis=1), read
 
 
 def looped_objects(run: dict[str, Runner], queue: int, frames: np.ndarray,
-                   masks0: np.ndarray, ref_states: list[list[State]]) -> np.ndarray:
+                   masks0: np.ndarray, ref_states: list[list[State]],
+                   closed: tuple[np.ndarray, Encoded] | None = None) -> np.ndarray:
     """parity.looped_steps for K objects: frame 1 read against the runtime's own start; for
     t >= 2 the runtime steps frame t-1 on the reference's states of frame t-1 (its own
-    aggregation and memory writes) and segments frame t with what it wrote."""
-    states = start_objects(run, frames[:1], [m[None, None] for m in masks0])
-    first, _ = step_objects(run, queue, frames[1:2], states)
-    probs = [np.stack([p[0, 0] for p in first])]
+    aggregation and memory writes) and segments frame t with what it wrote.
+
+    ``closed``: the same runtime's closed loop (its probabilities and encoded frames). Its
+    frame 1 is this loop's frame 1 (both read the runtime's own start), and its encoded
+    frames are these, so neither is run again."""
+    enc = closed[1] if closed is not None else Encoded(run, frames)
+    if closed is not None:
+        probs = [closed[0][:, 0]]
+    else:
+        states = start_objects(run, frames[:1], [m[None, None] for m in masks0], enc[0])
+        first, _ = step_objects(run, queue, frames[1:2], states, enc[1])
+        probs = [np.stack([p[0, 0] for p in first])]
     for t in range(2, frames.shape[0]):
-        _, written = step_objects(run, queue, frames[t - 1 : t], ref_states[t - 2])
-        enc = run["encode"]({"frame": frames[t : t + 1]})
-        probs.append(np.stack([run["segment"]({**enc, **s})["prob"][0, 0] for s in written]))
+        _, written = step_objects(run, queue, frames[t - 1 : t], ref_states[t - 2], enc[t - 1])
+        probs.append(np.stack([run["segment"]({**enc[t], **s})["prob"][0, 0] for s in written]))
     return np.stack(probs, axis=1)

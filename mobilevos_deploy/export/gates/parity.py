@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.synthetic import moving_object_clip
-from ..errors import UserError
-from .graphs import GraphSpec
-from .runtimes import GivenProbRunner, Runner
+from ...data.synthetic import moving_object_clip
+from ...errors import UserError
+from ...model.graphs import GraphSpec
+from ...runtime.runners import GivenProbRunner, Runner
 
 
 class GateError(UserError):
@@ -79,7 +79,7 @@ def step_parity(
     (every untrained student, every tensor but the read-out) the fixed limits hold as
     before; a conversion bug is orders of magnitude above either.
 
-    With ``exact_given_prob`` too (runtimes.exact_given_prob: the exact step, its memory
+    With ``exact_given_prob`` too (runners.exact_given_prob: the exact step, its memory
     write encoding a given probability), the step is judged stage by stage, each stage on
     the runtime's own input to it:
       - everything before the sigmoid on ``logit`` (the probe's mask logit) and the other
@@ -95,7 +95,7 @@ def step_parity(
     PyTorch's 8e-13), and at 480x864 that alone moved the shipped student's memory
     values 9.2e-5 from exact arithmetic (limit 1e-4), the joint-trained student's 1.28e-4,
     while ONNX Runtime's value path, given its own mask, was 1.3e-5 and 6.7e-6 away, as
-    close as PyTorch's (README, gate 1; benchmarks/memory_write_parity.py). A bug before
+    close as PyTorch's (docs/GATES.md; benchmarks/memory_write_parity.py). A bug before
     the sigmoid that the value encoder would have amplified (say a logit off by 1 where the
     background is sure, a probability change of 1e-5) is seen on the logit, at its relative
     limit. The part of the memory write's error that came from the probability is recorded
@@ -337,7 +337,7 @@ def fp16_gate(name: str, ref_probs: np.ndarray, looped: np.ndarray, closed: np.n
 def objects_fp32_gate(name: str, ref_probs: np.ndarray, looped: np.ndarray,
                       closed: np.ndarray, min_iou: float = 0.999,
                       max_prob_err: float = 1e-3) -> GateResult:
-    """An fp32 runtime's K-object loop against PyTorch's (api._objects_rollout_gates says
+    """An fp32 runtime's K-object loop against PyTorch's (cpu.objects_rollout says
     why): ``looped`` pixel by pixel at the single-object rollout limits, ``closed`` by its
     IoU where the reference is sure; the closed loop's other figures are reported."""
     gate = rollout_gate(name, ref_probs, looped, min_iou, max_prob_err)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..files import sha256
-from .graphs import NEXT, GraphSpec
-from .runtimes import tflite_shape
+from ...files import sha256
+from ...model.graphs import NEXT, GraphSpec
+from ...runtime.runners import tflite_shape
 
 MANIFEST = "manifest.json"
 SCHEMA = 1

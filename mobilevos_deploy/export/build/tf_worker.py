@@ -1,6 +1,6 @@
 """ONNX → TFLite for several graphs in one TensorFlow process (run by ``convert.py``).
 
-    python -m mobilevos_deploy.export.tf_worker jobs.json
+    python -m mobilevos_deploy.export.build.tf_worker jobs.json
 
 Each job converts one ONNX graph. onnx2tf builds the Keras model (its layout logic is what
 we rely on); with ``disable_model_save`` it skips the Keras SavedModel serialisation that
@@ -74,7 +74,7 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
     if len(graph.outputs) != len(outputs):
         raise RuntimeError(f"{len(graph.outputs)} outputs, expected {len(outputs)}")
     # were an output an input tensor, it would keep the input's name (inputs are named last);
-    # our graphs never have one (stages.pass_through), and runtimes.check_io refuses it
+    # our graphs never have one (stages.pass_through), and runners.check_io refuses it
     for index, name in zip([*graph.outputs, *in_index], [*outputs, *inputs], strict=True):
         graph.tensors[index].name = name.encode()
 

@@ -1,6 +1,6 @@
 """check_tflite: does a TFLite file run entirely on a phone GPU? Two independent verdicts.
 
-- LiteRT's own GPU accelerator (``gpu_run.py``) compiles the file for the GPU alone and
+- LiteRT's own GPU accelerator (``runtime/gpu.py``) compiles the file for the GPU alone and
   either takes the whole graph or names the ops it refuses: the real delegate's verdict,
   on whatever Vulkan device is present (a software one here).
 - TensorFlow 2.17's analyzer (``gpu_check.py``) encodes the classic TFLite GPU delegate's
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
-from .gpu_check import GpuReport, check_gpu
-from .gpu_run import Adapter, GpuSession, LoadReport, largest_tensor
+from ...errors import UserError
+from ...runtime.gpu import Adapter, GpuSession, LoadReport, largest_tensor
+from .analyzer import GpuReport, check_gpu
 
 TFLITE_IDENTIFIER = b"TFL3"
 

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import UserError
 from ..proc import child_setup
 from . import gpu_worker as protocol
-from .gpu_check import ENV_VAR, checker_python
+from .venv import ENV_VAR, checker_python
 
 ROOT = Path(__file__).resolve().parents[2]
 VULKAN_DIR = ROOT / ".vulkan"
@@ -195,7 +195,7 @@ def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
     and (very large) a graph no device can allocate."""
     from ai_edge_litert import schema_py_generated as fb
 
-    from .flatbuf import pack_model, serving_signature
+    from ..export.build.flatbuf import pack_model, serving_signature
 
     def tensor(name: str):
         t = fb.TensorT()

@@ -18,10 +18,10 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import UserError
-from ..files import sha256
-from ..model.config import StudentConfig, get_variant
-from .graphs import NEXT, SINGLE_GRAPHS, config_specs, multi_graphs
+from ...errors import UserError
+from ...files import sha256
+from ...model.config import StudentConfig, get_variant
+from ...model.graphs import NEXT, SINGLE_GRAPHS, config_specs, multi_graphs, shipped_graphs
 from .manifest import MANIFEST, SCHEMA, feeds, io_spec
 
 # key: the type(s) its value must have
@@ -76,14 +76,15 @@ def manifest_problems(manifest: object) -> list[str]:
     if shipped and len(shipped) != len(multi):
         problems.append(f"it ships {', '.join(shipped)} of the K-object graphs, not all of "
                         f"{', '.join(multi)}")
-    for name in (*SINGLE_GRAPHS, *shipped):
+    graphs = shipped_graphs(queue, objects=bool(shipped))
+    for name in graphs:
         if manifest["graphs"].get(name) != io_spec(specs[name]):
             problems.append(f"the {name} graph's declared inputs and outputs are not those of "
                             f"queue {queue} at {size[0]}x{size[1]}")
     if manifest["feeds"] != feeds(specs["step"]):
         problems.append(f"'feeds' is not the step graph's {NEXT}* → state mapping")
     needed = {f for p in manifest["precisions"] for b in ("onnx", "tflite")
-              for f in graph_files(b, p, (*SINGLE_GRAPHS, *shipped))}
+              for f in graph_files(b, p, graphs)}
     for name in sorted(needed - set(manifest["files"])):
         problems.append(f"no sha256 and byte count for {name}")
     for name, entry in manifest["files"].items():

@@ -1,4 +1,4 @@
-"""LiteRT's GPU accelerator in a child process (run by ``gpu_run.py``, never imported by it).
+"""LiteRT's GPU accelerator in a child process (run by ``gpu.py``, never imported by it).
 
     <gpu venv>/bin/python gpu_worker.py
 
