@@ -47,7 +47,7 @@ $(STAMP): env/requirements.lock.txt env/constraints.txt setup.cfg pyproject.toml
 demo: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
 	$(BIN)/mvos-info --size 480x864 --queue 2
 	$(BIN)/mvos-export --queue 2 --size 480x864
-	$(BIN)/mvos-bench --queue 1-2 --size 480x864 --runs 10 --warmup 2 \
+	$(BIN)/mvos-bench --queue 2 --size 480x864 --runs 10 --warmup 2 \
 		--results results/host.csv --plot results/host.png
 	$(BIN)/mvos-synth --out results/synth --kind scene --seed 200000 --frames 24 --size 480x854 \
 		--replace

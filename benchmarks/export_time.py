@@ -66,9 +66,11 @@ def main() -> None:
                       + " | ".join(f"{s.get(p, 0.0):.1f}" for p in PHASES)
                       + f" | {cpu:.0f} | {cpu / s['total']:.2f} | {m['gpu_run']['verdict']} "
                       f"| {worst:.1e} | {m['gpu_check']['verdict']} |", flush=True)
-                gate_rows.append((name, queue, m["seconds"]["gates"]))
-    for name, queue, gates in gate_rows:
-        print(f"\n{name} queue {queue}, wall seconds per gate:")
+                gate_rows.append((name, queue, m["seconds"]["gates"], m["seconds"]["cpu"]))
+    for name, queue, gates, cpu in gate_rows:
+        print(f"\n{name} queue {queue}, CPU seconds: " + ", ".join(
+            f"{k} {v:.0f}" for k, v in cpu.items() if v is not None))
+        print(f"{name} queue {queue}, wall seconds per gate:")
         for gate, seconds in sorted(gates.items(), key=lambda kv: -kv[1]):
             print(f"  {gate:<28} {seconds:6.1f}")
 

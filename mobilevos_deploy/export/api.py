@@ -81,6 +81,7 @@ class _Clock:
 
     def __init__(self) -> None:
         self.start = self.last = time.perf_counter()
+        self.cpu_start = time.process_time()
         self.phases: dict[str, float] = {}
         self.gates: dict[str, float] = {}
 
@@ -95,6 +96,10 @@ class _Clock:
             return work(*args)
         finally:
             self.gates[name] = self.gates.get(name, 0.0) + time.perf_counter() - begin
+
+    def cpu(self) -> float:
+        """CPU seconds of this process (all its threads) since the export began."""
+        return time.process_time() - self.cpu_start
 
     def total(self) -> dict[str, float]:
         return {**self.phases, "total": time.perf_counter() - self.start}
@@ -194,7 +199,9 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
             "gates": {g.name: {"passed": g.passed, **g.figures} for g in gates},
             "gpu_check": gpu_check_entry,
             "gpu_run": gpu_run_entry,
-            "seconds": {"phases": seconds, "gates": dict(clock.gates)},
+            "seconds": {"phases": seconds, "gates": dict(clock.gates), "cpu": {
+                "process": clock.cpu(), "conversion": conversion.cpu_s,
+                "gpu_worker": gpu_run_entry.get("worker_cpu_s")}},
         }
         text = json.dumps(manifest, indent=2) + "\n"
         (staging / MANIFEST).write_text(text)

@@ -70,6 +70,9 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     lines.append(f"  GPU analyzer     {manifest['gpu_check']['verdict']} (TensorFlow 2.17)")
     lines.append("  files            " + ", ".join(manifest["files"]))
     lines.append("  seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    cpu = {k: v for k, v in manifest.get("seconds", {}).get("cpu", {}).items() if v is not None}
+    if cpu:  # where the CPU time went: this process, the converters, the GPU worker
+        lines.append("  CPU seconds      " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
     per_gate = manifest.get("seconds", {}).get("gates", {})
     if per_gate:  # wall seconds of each gate; the GPU's ran beside the others
         lines.append("  gate seconds     " + ", ".join(f"{k} {v:.1f}"

@@ -127,6 +127,15 @@ class GpuSession:
                 self._proc.wait()
         self._log.close()
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the worker has used so far (user + system; None off Linux or once it
+        has ended). On a software device this is the GPU's work."""
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 6) -> str:
         self._log.seek(0)
         return "\n".join(self._log.read().splitlines()[-lines:])

@@ -14,6 +14,7 @@ competing with two converters for the two cores.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,7 @@ class Conversion:
             for precision in precisions:
                 self.files[f"{name}_{precision}"] = out / f"{onnx_path.stem}_{precision}.tflite"
         self._procs, self._logs = [], []
+        self.cpu_s: float | None = None  # the workers' CPU seconds, once they have ended
         workers = 1 if len(jobs) <= PER_WORKER else 2
         for i in range(workers):
             share = jobs[i::workers]
@@ -73,12 +75,16 @@ class Conversion:
     def result(self) -> dict[str, Path]:
         """{"<name>_fp32": path, "<name>_fp16": path, ...}, or a UserError naming the step."""
         rcs = []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             for proc in self._procs:
                 rcs.append(proc.wait(timeout=TIMEOUT_S))
         except subprocess.TimeoutExpired:
             self.cancel()
             raise UserError(f"TFLite conversion did not finish within {TIMEOUT_S} s") from None
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # the workers' CPU seconds (no other child of this process ends while they run)
+        self.cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         logs = []
         for log in self._logs:
             log.seek(0)

@@ -154,6 +154,7 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
         if ref.objects is not None and all(f"{g}_fp32" in stems
                                            for g in multi_graphs(ref.objects[3])):
             gates.append(_objects_rollout(session, specs, ref))
+        worker_cpu_s = session.cpu_seconds()
     adapter = session.adapter
     entry = {
         "verdict": "fully accelerated" if not refused else
@@ -163,6 +164,7 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
             "name": adapter.name, "backend": adapter.backend, "type": adapter.type},
         "software_device": None if adapter is None else adapter.software,
         "fp16_compute_available": fp16,
+        "worker_cpu_s": worker_cpu_s,
         "files": entry_files,
     }
     return gates, entry
