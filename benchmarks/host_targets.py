@@ -1,4 +1,4 @@
-"""Issue 4's host performance figures, measured side by side in one run.
+"""The host performance figures, measured side by side in one run.
 
     python benchmarks/host_targets.py [--size 480x864] [--variants all] [--runs 20]
 

@@ -1,4 +1,4 @@
-"""Issue 16's K-object latency: today's loop (one whole step per object) against the new one
+"""The K-object latency: today's loop (one whole step per object) against the new one
 (encode once, segment and memorize per object), side by side in one run.
 
     python benchmarks/objects_latency.py [--size 480x864] [--queue 2] [--objects 1-4]

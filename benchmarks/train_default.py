@@ -15,7 +15,7 @@
    memory instead of 8x8, so the network learns to pick its object among more
    positions), batch 4, lr 3e-4 cosine, 1000 iterations, seed 2.
 5. With ``--joint`` (not the shipped student; docs/TRAINING.md, "Stage 4"): stage 4,
-   objects jointly (STCN's multi-object training, issue 16): from stage 3's weights, up to
+   objects jointly (STCN's multi-object training): from stage 3's weights, up to
    3 objects of each clip at once at stage 3's crops, each object's memory written from
    the soft-aggregated probabilities with the other objects' sum in the value encoder's
    second channel, as the K-object loop deploys it; lr 1e-4 cosine, 600 iterations, seed

@@ -1,4 +1,4 @@
-"""The hostile-input battery (issue 15): nothing a user had is lost, no artifact that is
+"""The hostile-input battery: nothing a user had is lost, no artifact that is
 not what its manifest says is run, and a user's mistake gets a message, exit 2, and no
 traceback. Each case here failed on the code before it (files deleted, exit 0 on a
 corrupt graph, raw tracebacks, staging folders and orphan workers after SIGTERM)."""

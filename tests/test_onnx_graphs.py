@@ -1,6 +1,7 @@
 """The ONNX half of the export: static graphs that ONNX Runtime runs like PyTorch.
 
-The onnx2tf / TFLite half and the export gates are exercised by the export issue's tests.
+The onnx2tf / TFLite half and the export gates are exercised by test_export.py and
+test_export_gates.py.
 """
 
 from __future__ import annotations

@@ -200,9 +200,9 @@ def held_out(tmp_path_factory):
 
 
 def test_the_trained_student_tracks_and_the_seeded_one_does_not(trained, held_out):
-    """The issue's bar, on two held-out clips at 240x432 (the test set in docs/TRAINING.md
-    is 16 clips at 480x864): J&F at least 0.2 above copying the first mask. The seeded
-    student, the negative control, falls short of it."""
+    """The default student's bar, on two held-out clips at 240x432 (the test set in
+    docs/TRAINING.md is 16 clips at 480x864): J&F at least 0.2 above copying the first
+    mask. The seeded student, the negative control, falls short of it."""
     baseline = evaluate(None, held_out / "Annotations" / "480p").summary.jf
     scores = {name: validate(chosen.student, held_out, (240, 432)).jf
               for name, chosen in (("trained", trained),

@@ -2,17 +2,24 @@
 
 Conventions (DAVIS): frames ``00000.jpg``..., masks indexed ("P" mode) PNGs with the
 DAVIS palette, 0 background, 1..K objects, 255 void. Frames are H x W x 3 uint8 RGB.
+
+One reader for frames and one for masks, each for every mode PIL opens, and each turned as
+an image viewer shows it (EXIF orientation). A frame folder is read in the order of the
+numbers in the file names (``2.jpg`` before ``10.jpg``); hidden files (``.*``, such as
+macOS's ``._*`` twins) are not frames. A mask must come in a lossless format: JPEG's
+compression noise would turn into object ids.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import UserError
 
@@ -64,8 +71,17 @@ class FrameSource:
             capture.release()
 
 
+def frame_order(name: str) -> list:
+    """Sort key of a frame file name: its runs of digits as numbers (``2.jpg`` before
+    ``10.jpg``), the rest as text."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+            for part in re.split(r"(\d+)", name)]
+
+
 def _frame_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    files = sorted((p for p in folder.iterdir()
+                    if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")),
+                   key=lambda p: frame_order(p.name))
     stems = [p.stem for p in files]
     twins = sorted({s for s in stems if stems.count(s) > 1})
     if twins:  # one output mask per name: one of them would overwrite the other
@@ -75,10 +91,24 @@ def _frame_files(folder: Path) -> list[Path]:
     return files
 
 
+def _rgb8(image: Image.Image, file: Path) -> np.ndarray:
+    """H x W x 3 uint8 of any mode PIL opens; 16- and 32-bit greyscale scaled from their
+    full range (a 16-bit PNG read as 8-bit would clip to white)."""
+    if image.mode.startswith("I"):  # I;16, I;16B, I (32-bit): greyscale of 16 bits
+        grey = np.asarray(image).astype(np.float64)
+        scale = 255.0 / 65535.0 if image.mode != "I" or grey.max() > 255 else 1.0
+        grey = np.clip(np.rint(grey * scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise UserError(f"{file}: a floating-point image; save the frames as 8-bit JPEG or "
+                        "PNG")
+    return np.asarray(image.convert("RGB"))
+
+
 def _read_image(file: Path) -> np.ndarray:
     try:
         with Image.open(file) as image:
-            return np.asarray(image.convert("RGB"))
+            return _rgb8(ImageOps.exif_transpose(image), file)
     except (OSError, Image.DecompressionBombError) as err:
         raise UserError(f"{file}: not a readable image ({err})") from None
 
@@ -107,17 +137,40 @@ def open_frames(path: Path) -> FrameSource:
     return FrameSource(path, [f"{i:05d}" for i in range(count)], *bgr.shape[:2], fps)
 
 
+# formats whose compression changes pixel values: a mask's ids would become noise
+LOSSY = ("JPEG", "MPO")
+
+
 def read_mask(file: Path) -> np.ndarray:
-    """H x W uint8 ids from an indexed PNG (DAVIS convention); greyscale PNGs read as is."""
+    """H x W uint8 ids: an indexed PNG in the DAVIS convention (0 background, 1..K objects,
+    255 void), or a greyscale or 1-bit one. A mask of only 0 and 255 in greyscale or 1 bit
+    is a binary mask (255 or 1: object 1), not an all-void one."""
     file = Path(file)
     if not file.is_file():
         raise UserError(f"{file}: mask not found")
     try:
         with Image.open(file) as image:
-            if image.mode not in ("P", "L", "1"):
+            if image.format in LOSSY:
+                raise UserError(f"{file}: a {image.format} mask; its compression noise would "
+                                "become object ids. Save masks losslessly, as indexed PNG "
+                                "(0 background, 1..K objects, 255 void)")
+            image = ImageOps.exif_transpose(image)
+            if image.mode == "1":
+                return np.asarray(image).astype(np.uint8)  # True: object 1
+            if image.mode.startswith("I"):
+                wide = np.asarray(image)
+                if wide.min() < 0 or wide.max() > 255:
+                    raise UserError(f"{file}: mask values {wide.min()}..{wide.max()} are not "
+                                    "ids 0..255; save an 8-bit indexed PNG")
+                ids = wide.astype(np.uint8)
+            elif image.mode in ("P", "L"):
+                ids = np.asarray(image, np.uint8)
+            else:
                 raise UserError(f"{file}: mask must be an indexed (palette) PNG with ids "
                                 f"0 background, 1..K objects, 255 void; got mode {image.mode}")
-            return np.asarray(image.convert("L") if image.mode == "1" else image, np.uint8)
+            if image.mode != "P" and set(np.unique(ids).tolist()) == {0, 255}:
+                return (ids == 255).astype(np.uint8)  # a binary mask saved as 0/255
+            return ids
     except (OSError, Image.DecompressionBombError) as err:
         raise UserError(f"{file}: not a readable PNG ({err})") from None
 

@@ -112,9 +112,13 @@ def run_video(backend: Backend, frames_path: Path, mask_path: Path, out: Path,
     source = open_frames(frames_path)
     first = read_mask(mask_path)
     if first.shape != (source.height, source.width):
+        turned = first.shape == (source.width, source.height)
         raise UserError(f"{mask_path} is {first.shape[0]}x{first.shape[1]} but the frames in "
                         f"{frames_path} are {source.height}x{source.width}; give the mask of "
-                        "the first frame at the frames' size")
+                        "the first frame at the frames' size" + (
+                            " (frames and masks are read turned by their EXIF orientation, "
+                            "as image viewers show them: draw the mask on the frame as "
+                            "shown)" if turned else ""))
     if not object_ids(first):
         raise UserError(f"{mask_path}: the first mask holds no object ids (only 0 background "
                         "and 255 void); mark each object with its id 1..K")

@@ -114,7 +114,17 @@ def segment(backend: Backend, frames: Iterable[np.ndarray], first_mask: np.ndarr
                                 "mask of the first frame at the frames' size")
             box = Letterbox(*rgb.shape[:2], backend.height, backend.width)
             frame = box.frame(rgb)
-            states = backend.init(frame, [box.mask(first_mask == k) for k in ids])
+            masks = [box.mask(first_mask == k) for k in ids]
+            lost = [(k, int((first_mask == k).sum())) for k, m in zip(ids, masks, strict=True)
+                    if not m.any()]
+            if lost:  # the model would track nothing for it, and say nothing
+                top, left, ih, iw = box.inner
+                raise UserError(
+                    "object(s) " + ", ".join(f"{k} ({n} px)" for k, n in lost) + " vanish "
+                    f"when the {box.src_h}x{box.src_w} first mask is scaled to the model's "
+                    f"{ih}x{iw} (inside {backend.height}x{backend.width}); use a larger "
+                    "--size, or crop the frames around the objects")
+            states = backend.init(frame, masks)
             sink(t, rgb, first_mask)
         else:
             if rgb.shape[:2] != (box.src_h, box.src_w):

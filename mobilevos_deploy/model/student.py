@@ -201,7 +201,7 @@ def init_weights(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _centre_logits(model: Student) -> None:
+def centre_logits(model: Student) -> None:
     """Data-dependent init of the mask bias: the median logit on a generated frame is 0.
 
     A random decoder otherwise marks a few scattered pixels as object; the mask IoU gates
@@ -228,5 +228,5 @@ def build_student(cfg: StudentConfig, seed: int | None = 0, centre: bool = True)
         model = Student(cfg).eval()
         init_weights(model)
     if centre:
-        _centre_logits(model)
+        centre_logits(model)
     return model

@@ -52,7 +52,7 @@ class VideoSequence:
     masks: tuple[Path, ...]
 
 
-def _level(root: Path, kind: str) -> Path:
+def davis_level(root: Path, kind: str) -> Path:
     folder = root / kind
     return folder / "480p" if (folder / "480p").is_dir() else folder
 
@@ -70,7 +70,7 @@ def find_sequences(root: Path) -> list[VideoSequence]:
     UserError names the sequences (a half-extracted archive must not silently shrink
     the training set)."""
     root = Path(root)
-    images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
+    images, annotations = davis_level(root, "JPEGImages"), davis_level(root, "Annotations")
     if not images.is_dir() or not annotations.is_dir():
         raise UserError(f"{root}: expected JPEGImages/ and Annotations/ (DAVIS or YouTube-VOS "
                         "layout); for still images use --static with images/ and masks/")

@@ -44,7 +44,7 @@ from ..model.checkpoint import load_checkpoint, non_finite, save_checkpoint
 from ..model.config import get_variant
 from ..model.memory import initial_state, push
 from ..model.objects import memory_inputs_batched
-from ..model.student import Student, _centre_logits, build_student
+from ..model.student import Student, build_student, centre_logits
 from . import distributed
 from .data import (
     MIN_OBJECT_PIXELS,
@@ -336,7 +336,7 @@ class _Run:
             student = build_student(get_variant(self.variant).config, seed=s.seed, centre=False)
             sharpen_keys(student, s.seed)
             self.backbones = load_backbone_weights(student, list(s.backbone_weights), s.seed)
-            _centre_logits(student)  # the mask bias, for the trunks it now has
+            centre_logits(student)  # the mask bias, for the trunks it now has
         else:
             student = build_student(get_variant(self.variant).config, seed=s.seed)
             sharpen_keys(student, s.seed)

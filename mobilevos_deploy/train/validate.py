@@ -17,7 +17,7 @@ from ..metrics.evaluate import evaluate
 from ..model.objects import first_inputs, memory_inputs
 from ..model.stages import check_size
 from ..model.student import Student
-from .data import _level
+from .data import davis_level
 from .teacher import Teacher, TeacherMemory
 
 
@@ -65,7 +65,8 @@ class TeacherBackend:
 
 def check_val_root(root: Path) -> None:
     """A UserError unless ``root`` holds DAVIS-layout sequences with first masks."""
-    images, annotations = _level(Path(root), "JPEGImages"), _level(Path(root), "Annotations")
+    root = Path(root)
+    images, annotations = davis_level(root, "JPEGImages"), davis_level(root, "Annotations")
     if not images.is_dir() or not annotations.is_dir():
         raise UserError(f"{root}: validation clips need JPEGImages/ and Annotations/ "
                         "(DAVIS layout; mvos-synth writes one)")
@@ -79,7 +80,7 @@ def validate(network: Student | Teacher, root: Path, size: tuple[int, int],
     """J&F mean over every sequence of ``root`` (DAVIS layout), or those named in
     ``sequences``, first mask given."""
     root = Path(root)
-    images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
+    images, annotations = davis_level(root, "JPEGImages"), davis_level(root, "Annotations")
     was_training = network.training
     network.eval()
     if isinstance(network, Teacher):

@@ -1,6 +1,6 @@
 """Parity gates: one step on identical inputs, and closed-loop rollouts on a generated clip.
 
-Tolerances are arguments with the issue's values as defaults; every figure is returned so
+Tolerances are arguments with the gates' values as defaults; every figure is returned so
 the manifest records it, and every failure names the offending tensors.
 """
 
