@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +91,52 @@ def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool = Fa
     except OSError as exc:
         raise UserError(f"{what} {path} cannot be written: no write access to {ancestor} "
                         f"({exc.strerror}); choose another location") from None
+
+
+def real_out(path: str | os.PathLike[str]) -> Path:
+    """An output path with its symlinks resolved: an output replaces what a link points to,
+    and the link stays."""
+    return Path(os.path.realpath(path))
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_LIBC = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system cannot."""
+    global _LIBC
+    try:
+        import ctypes
+
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        renameat2 = _LIBC.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd = -100  # AT_FDCWD
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    return False
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """``staging`` becomes ``final``, an earlier folder there is replaced whole. Where the
+    system swaps two paths in one step, no moment has neither folder in place; elsewhere
+    the earlier one is moved aside first and moved back if the new one cannot take its
+    place. Either way an interruption loses neither."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    if _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # now the earlier folder
+        return
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

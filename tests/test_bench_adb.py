@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,3 +115,25 @@ def test_s22_profile_matches_the_standin_phone(fake_adb):
     assert len(profile_mismatches(other, profile)) == 2
     with pytest.raises(UserError, match="known: s22"):
         load_profile("s99")
+
+
+def test_a_broken_or_foreign_device_profile_is_refused_with_its_fix(tmp_path, monkeypatch):
+    """A user's profile with invalid JSON or a missing key, and a --device that is a path:
+    each a message naming the fix, no traceback."""
+    from mobilevos_deploy.bench import devices
+
+    shutil.copy(devices.PROFILES / "s22.json", tmp_path / "s22.json")
+    (tmp_path / "broken.json").write_text('{"name": "broken", ')
+    data = json.loads((tmp_path / "s22.json").read_text())
+    del data["socs"]
+    (tmp_path / "nosoc.json").write_text(json.dumps(data))
+    monkeypatch.setattr(devices, "PROFILES", tmp_path)
+    assert devices.load_profile("s22").socs
+    with pytest.raises(UserError, match="not a readable JSON device profile"):
+        devices.load_profile("broken")
+    with pytest.raises(UserError, match="lacks socs"):
+        devices.load_profile("nosoc")
+    (tmp_path.parent / "outside.json").write_text(json.dumps(data | {"socs": {}}))
+    for name in ("../outside", "/etc/passwd", ".hidden"):
+        with pytest.raises(UserError, match="is not a profile name"):
+            devices.load_profile(name)

@@ -230,15 +230,18 @@ def test_rerun_replaces_the_folder_whole(exports, students, tmp_path, monkeypatc
     shutil.copytree(exports(NOASPP, 2).folder, folder)
     assert (folder / "memorize_fp32.tflite").exists()
     # the older export's files go with it (a user's file would be refused instead:
-    # test_hostile.py)
-    second = export_model(seeded(students[NOASPP], NOASPP), 1, 32, 48, folder,
+    # test_hostile.py); given through a symlink, the folder it points to is replaced and
+    # the link stays
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    second = export_model(seeded(students[NOASPP], NOASPP), 1, 32, 48, link,
                           precisions=["fp16"], objects=False)
-    assert second.folder == folder
+    assert second.folder == folder.resolve() and link.is_symlink()
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["init.onnx", "init_fp16.tflite", "manifest.json", "step.onnx",
                      "step_fp16.tflite"]
     assert second.manifest["precisions"] == ["fp16"] and second.manifest["queue"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out"]
 
 
 def test_queue_1_step_has_no_value_encoder(students, tmp_path):

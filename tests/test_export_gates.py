@@ -306,6 +306,7 @@ def run_cli(tmp_path: Path, *args: str):
     (["--queue", "5-2"], "expected a queue length"),
     (["--queue", "two"], "expected a queue length"),
     (["--precision", "int8"], "expected a list from fp32,fp16"),
+    (["--size", "16x16"], "one position at stride 16, too small to export"),
 ])
 def test_cli_bad_flags(tmp_path, args, message):
     result = run_cli(tmp_path, *args)

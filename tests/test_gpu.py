@@ -326,3 +326,15 @@ def test_check_bad_input_exits_2(tmp_path):
         result = CliRunner().invoke(check_cli, [str(path)])
         assert result.exit_code == 2, result.output
         assert str(path) in result.output and "Traceback" not in result.output
+
+
+def test_check_names_a_truncated_file_as_damaged(exports, tmp_path):
+    """A .tflite cut short in a copy: its header is right, but the interpreters both
+    checkers run crash on it (the message used to blame the GPU venv). It is named as a
+    damaged file, exit 2."""
+    data = (exports(NAME, 2).folder / "step_fp32.tflite").read_bytes()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(data[: len(data) // 3])
+    result = CliRunner().invoke(check_cli, [str(cut)])
+    assert result.exit_code == 2, result.output
+    assert "damaged TFLite file" in result.output and "make gpu-venv" not in result.output

@@ -560,3 +560,83 @@ def test_resume_from_a_foreign_training_state_is_a_message(clip, tmp_path, paylo
     result = invoke(train_cli, "--model", VARIANT, "--data", clip, "--out", out, "--iters",
                     "1", "--size", "32x32", "--loss", "ce", "--resume", "--no-progress")
     assert result.exit_code == 2 and "is not a training state" in result.output, result.output
+
+
+def test_bench_keeps_rows_merged_into_the_csv(tmp_path):
+    """Rows a user merged into the CSV (from another machine) that its JSON twin lacks
+    survive the next write."""
+    store = ResultStore(tmp_path / "r.csv")
+    store.add(_row(queue=1))
+    with open(tmp_path / "r.csv", "a") as fh:  # another machine's row, pasted in
+        text = (tmp_path / "r.csv").read_text().splitlines()[1].replace("host", "lab-2")
+        fh.write(text + "\n")
+    again = ResultStore(tmp_path / "r.csv")
+    again.add(_row(queue=2))
+    rows = ResultStore(tmp_path / "r.csv").rows
+    assert sorted((r.device, r.queue) for r in rows) == [("host", 1), ("host", 2),
+                                                         ("lab-2", 1)]
+
+
+def _annotations(root: Path) -> Path:
+    seq = root / "Annotations" / "480p" / "seq"
+    seq.mkdir(parents=True)
+    for t in range(3):
+        ids = np.zeros((24, 40), np.uint8)
+        ids[4:14, 6 + t : 20 + t] = 1
+        write_mask(seq / f"{t:05d}.png", ids)
+    return root / "Annotations" / "480p"
+
+
+def test_eval_never_overwrites_a_users_own_results_csv(tmp_path):
+    """--csv into a folder holding a global_results.csv of another format: refused, the
+    file untouched; its own earlier CSVs are replaced."""
+    truth = _annotations(tmp_path)
+    out = tmp_path / "csv"
+    out.mkdir()
+    theirs = out / "global_results.csv"
+    theirs.write_text("team,score\nus,0.9\n")
+    result = invoke(eval_cli, "--baseline", "copy-first", "--annotations", truth,
+                    "--csv", out)
+    assert result.exit_code == 2 and "global_results.csv" in result.output
+    assert theirs.read_text() == "team,score\nus,0.9\n"
+    theirs.unlink()
+    for _ in range(2):  # the second run replaces the first one's files
+        result = invoke(eval_cli, "--baseline", "copy-first", "--annotations", truth,
+                        "--csv", out)
+        assert result.exit_code == 0, result.output
+
+
+def test_run_with_a_checkpoint_but_no_backend_names_the_torch_backend(tmp_path):
+    """--ckpt without --backend (default tflite): the message offers --backend torch as
+    well as an export."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    write_mask(frames / "00000.png", np.ones((32, 48), np.uint8))
+    result = invoke(run_cli, "--ckpt", "seeded", "--frames", frames, "--mask",
+                    frames / "00000.png", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "add --backend torch" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_benchmark_binary_that_prints_no_timings_is_named_so(tmp_path):
+    """A binary that exits 0 with output benchmark_model never prints: said as such, not
+    as a failure with exit 0."""
+    from mobilevos_deploy.bench.api import run_local_benchmark_model
+
+    fake = tmp_path / "benchmark_model"
+    fake.write_text("#!/bin/sh\necho 'hello from another tool'\n")
+    fake.chmod(0o755)
+    with pytest.raises(UserError) as err:
+        run_local_benchmark_model(fake, tmp_path / "m.tflite", 2, 3, 1, 30)
+    message = str(err.value)
+    assert "printed no timings" in message and "hello from another tool" in message
+    assert "failed (exit 0)" not in message
+
+
+def test_eval_refuses_annotations_with_a_stray_png_beside_the_sequences(tmp_path):
+    """A PNG at the root of a folder of sequence folders: which did the user mean? (It used
+    to be read as a one-sequence folder, then 'result frame missing'.)"""
+    truth = _annotations(tmp_path)
+    write_mask(truth / "stray.png", np.zeros((24, 40), np.uint8))
+    result = invoke(eval_cli, "--baseline", "copy-first", "--annotations", truth)
+    assert result.exit_code == 2 and "stray PNGs" in result.output, result.output

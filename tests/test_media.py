@@ -131,3 +131,93 @@ def test_a_mask_of_the_unturned_frame_is_refused_naming_the_orientation(tmp_path
         run_video(TorchBackend(student, 2, 32, 48), frames, tmp_path / "first.png",
                   tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _clip(folder, frames: int = 3) -> tuple:
+    folder.mkdir()
+    for t in range(frames):
+        Image.fromarray(np.full((32, 48, 3), 40 * t, np.uint8)).save(folder / f"{t:05d}.png")
+    first = np.zeros((32, 48), np.uint8)
+    first[8:24, 10:30] = 1
+    write_mask(folder.parent / "first.png", first)
+    return folder, folder.parent / "first.png"
+
+
+def test_a_run_through_a_symlinked_out_replaces_the_folder_it_points_to(tmp_path):
+    """--out a symlink to an earlier run: the run replaces the folder behind it and the
+    link stays (rmtree used to refuse the link after the whole run)."""
+    from mobilevos_deploy.inference.backends import TorchBackend
+    from mobilevos_deploy.inference.runner import run_video
+    from mobilevos_deploy.model.config import get_variant
+    from mobilevos_deploy.model.student import build_student
+
+    frames, mask = _clip(tmp_path / "frames")
+    backend = TorchBackend(build_student(get_variant("mobilenetv2-noaspp").config, seed=0),
+                           2, 32, 48)
+    real = tmp_path / "runs" / "a"
+    run_video(backend, frames, mask, real)
+    (real / "00001.png").unlink()  # so the rerun's files are seen to arrive
+    link = tmp_path / "latest"
+    link.symlink_to(real, target_is_directory=True)
+    result = run_video(backend, frames, mask, link)
+    assert link.is_symlink() and result.out == real.resolve()
+    assert sorted(p.name for p in real.iterdir()) == ["00000.png", "00001.png", "00002.png",
+                                                      "run.json"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["a"]
+
+
+def test_replacing_a_folder_never_loses_both(tmp_path, monkeypatch):
+    """An output folder is swapped for its new version in one step where the system can;
+    where it cannot, and the second move fails (a signal, a full disk), the earlier folder
+    is put back."""
+    from mobilevos_deploy import files
+
+    def pair():
+        for name, text in (("out", "old"), ("staging", "new")):
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / "f").write_text(text)
+
+    pair()
+    files.replace_dir(tmp_path / "staging", tmp_path / "out")
+    assert (tmp_path / "out" / "f").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    pair()
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    real, calls = files.os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the new folder's move
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        files.replace_dir(tmp_path / "staging", tmp_path / "out")
+    monkeypatch.setattr(files.os, "replace", real)
+    assert (tmp_path / "out" / "f").read_text() == "old"
+    assert (tmp_path / "staging" / "f").read_text() == "new"
+
+
+def test_an_overlay_is_never_written_over_a_users_image(tmp_path):
+    """--overlay naming an image the user has: refused, untouched. The same run again
+    replaces its own overlay (its run.json names the file and its sha256)."""
+    from mobilevos_deploy.inference.backends import TorchBackend
+    from mobilevos_deploy.inference.runner import run_video
+    from mobilevos_deploy.model.config import get_variant
+    from mobilevos_deploy.model.student import build_student
+
+    frames, mask = _clip(tmp_path / "frames")
+    backend = TorchBackend(build_student(get_variant("mobilenetv2-noaspp").config, seed=0),
+                           2, 32, 48)
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(photo)
+    before = photo.read_bytes()
+    with pytest.raises(UserError, match="refusing to overwrite it"):
+        run_video(backend, frames, mask, tmp_path / "out", photo)
+    assert photo.read_bytes() == before and not (tmp_path / "out").exists()
+    sheet = tmp_path / "sheet.png"
+    for _ in range(2):
+        run_video(backend, frames, mask, tmp_path / "out", sheet)
+        assert sheet.is_file()

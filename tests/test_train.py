@@ -430,3 +430,40 @@ def test_training_from_random_weights_starts_the_keys_at_full_gain():
     sharpen_keys(student, seed=0)
     torch.testing.assert_close(rows(student.key_encoder.key_proj.weight), KEY_GAIN**2 * eye,
                                atol=1e-5, rtol=0)
+
+
+def test_soup_refuses_the_same_checkpoint_twice(tmp_path, dataset):
+    """``a.pt a.pt``, or a copy of it, would count as two ingredients of one network."""
+    cfg = get_variant("mobilenetv2-noaspp").config
+    a = save_checkpoint(tmp_path / "a.pt", build_student(cfg, seed=0), "mobilenetv2-noaspp")
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(a.read_bytes())
+    for pair in ((a, a), (a, copy)):
+        result = CliRunner().invoke(soup_main, [*map(str, pair), "--val", str(dataset / "val"),
+                                                "--out", str(tmp_path / "soup.pt")])
+        assert result.exit_code == 2 and "hold the same bytes" in result.output, result.output
+        assert not (tmp_path / "soup.pt").exists()
+
+
+def test_a_run_that_stopped_before_its_first_state_is_started_over(dataset, tmp_path):
+    """The leftovers of a run that never saved its state (a log, a checkpoint cut by
+    Ctrl-C during the first save, a temp file): --resume says it cannot resume and that
+    dropping it starts over; without it the run starts over. A user's file among them still
+    makes the folder not ours."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"iter": 1, "loss": 1.0}\n')
+    (out / "ckpt_000001.pt").write_bytes(b"cut short")
+    (out / ".train_state.pt.abc.tmp").write_bytes(b"")
+    args = ["--model", "mobilenetv2-noaspp", "--out", str(out), "--data",
+            str(dataset / "train"), "--iters", "1", "--loss", "ce"]
+    result = _train([*args, "--resume"], expect=2)
+    assert "before its first state was saved" in result.output
+    assert "drop --resume to start the run over" in result.output
+    result = _train(args, expect=0)
+    assert "started over" in result.output
+    assert (out / "train_state.pt").is_file() and not (out / ".train_state.pt.abc.tmp").exists()
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # this run's only
+    (out / "train_state.pt").unlink()
+    (out / "notes.txt").write_text("mine")
+    assert "not empty" in _train(args, expect=2).output

@@ -224,9 +224,13 @@ def run_local_benchmark_model(binary: Path, model: Path, threads: int, runs: int
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"cannot run {binary}: {exc}") from None
     out = parse_benchmark_output(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not out.has_timings:
-        raise UserError(f"{binary} failed (exit {proc.returncode}): "
-                        f"{(proc.stdout + proc.stderr).strip()[-400:]}")
+    tail = (proc.stdout + proc.stderr).strip()[-400:]
+    if proc.returncode != 0:
+        raise UserError(f"{binary} failed (exit {proc.returncode}): {tail}")
+    if not out.has_timings:  # it ran, but printed no benchmark_model timings
+        raise UserError(f"{binary} ran (exit 0) but printed no timings benchmark_model "
+                        "prints (\"Inference timings in us\"); is it TensorFlow's "
+                        f"benchmark_model? Its output ends: {tail or '(nothing)'}")
     return out
 
 

@@ -67,7 +67,11 @@ def run_point(adb: Adb, binary: Path, model: Path, remote_name: str, *, fp16: bo
     result = adb.shell(f"{command} 2>&1", timeout=timeout_s)
     output = parse_benchmark_output(result.output)
     if result.rc != 0 or not output.has_timings:
-        tail = "\n".join(result.output.strip().splitlines()[-8:])
-        raise UserError(f"benchmark_model failed on {adb.serial} (exit {result.rc}) for "
-                        f"{model.name}:\n{tail}")
+        tail = "\n".join(result.output.strip().splitlines()[-8:]) or "(nothing)"
+        if result.rc != 0:
+            raise UserError(f"benchmark_model failed on {adb.serial} (exit {result.rc}) for "
+                            f"{model.name}:\n{tail}")
+        raise UserError(f"benchmark_model ran on {adb.serial} (exit 0) for {model.name} but "
+                        "printed no timings (\"Inference timings in us\"); is the pushed "
+                        f"binary TensorFlow's benchmark_model? Its output ends:\n{tail}")
     return DeviceRun(output, thermal, command, result.output)

@@ -28,12 +28,31 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILES.glob("*.json"))
 
 
+KEYS = {"name": str, "description": str, "model_prefixes": list, "socs": dict,
+        "board_platforms": list}
+
+
 def load_profile(name: str) -> DeviceProfile:
+    """The profile ``android_benchmark/devices/<name>.json``; a name is a file name there,
+    never a path."""
+    if not name or name != Path(name).name or name.startswith("."):
+        raise UserError(f"--device {name!r} is not a profile name; known: "
+                        f"{', '.join(profile_names())} (profiles live in {PROFILES})")
     path = PROFILES / f"{name}.json"
     if not path.exists():
         raise UserError(f"no device profile {name!r}; known: {', '.join(profile_names())} "
                         f"(add one as {PROFILES}/{name}.json)")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON device profile ({exc}); fix it, or "
+                        f"compare it with {PROFILES / 's22.json'}") from None
+    wrong = [key for key, kind in KEYS.items()
+             if not isinstance(data, dict) or not isinstance(data.get(key), kind)]
+    if wrong:
+        raise UserError(f"{path}: the device profile lacks {', '.join(wrong)} (or has the "
+                        f"wrong type there); every profile needs {', '.join(KEYS)}, as "
+                        f"{PROFILES / 's22.json'} has")
     return DeviceProfile(data["name"], data["description"], tuple(data["model_prefixes"]),
                          dict(data["socs"]), tuple(data["board_platforms"]))
 

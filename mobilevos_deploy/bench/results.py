@@ -99,8 +99,10 @@ class ResultStore:
         csv_rows = _read_csv(self.csv_path) if self.csv_path.exists() else None
         if self.json_path.exists():
             self.rows = _read_json(self.json_path)
-        elif csv_rows:  # the JSON twin was removed: the CSV's rows are kept, not dropped
-            self.rows = csv_rows
+        # rows only the CSV has (its JSON twin removed, or rows merged into the CSV from
+        # another machine) are kept, never dropped by the next write
+        known = {r.key() for r in self.rows}
+        self.rows += [r for r in csv_rows or [] if r.key() not in known]
 
     def has(self, row_key: tuple) -> bool:
         return any(r.key() == row_key for r in self.rows)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import UserError
 from ..files import check_writable
-from ..metrics.evaluate import CSV_NAMES, evaluate, write_csvs
+from ..metrics.evaluate import CSV_NAMES, evaluate, foreign_csvs, write_csvs
 from . import user_errors
 
 
@@ -41,6 +42,11 @@ def main(results: Path | None, baseline: str | None, annotations: Path | None,
         check_writable(csv_dir, "--csv", folder=True)
         for name in CSV_NAMES:
             check_writable(csv_dir / name, "--csv")
+        foreign = foreign_csvs(csv_dir) if csv_dir.is_dir() else []
+        if foreign:
+            raise UserError(f"{csv_dir} holds {', '.join(foreign)} that mvos-eval did not "
+                            "write (another header); refusing to overwrite it. Choose "
+                            "another --csv folder, or move the file away")
     wanted = [s.strip() for s in sequences.split(",") if s.strip()] if sequences else None
     result = evaluate(results, annotations or reference, wanted, use_void=void)
     click.echo("| Sequence | J-Mean | F-Mean |\n|---|---|---|")

@@ -28,9 +28,11 @@ from typing import TypeVar
 import torch
 
 from ..errors import UserError
+from ..files import real_out
 from ..model.checkpoint import ChosenStudent
 from ..model.graphs import GRAPH_REVISION, graph_module, graph_specs, shipped_graphs
 from ..model.profile import check_memory
+from ..model.stages import STRIDE
 from ..proc import reuse_freed_memory
 from ..runtime.runners import check_io, onnx_runner, tflite_runner
 from .artifact.folder import publish, staged
@@ -117,9 +119,13 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
         raise UserError(f"unknown precision {unknown or precisions}; choose from fp32, fp16")
     student = chosen.student
     specs = graph_specs(student, queue, height, width)
+    if (height // STRIDE) * (width // STRIDE) < 2:  # the state's position axis would be 1
+        raise UserError(f"{height}x{width} is one position at stride {STRIDE}, too small to "
+                        "export (onnx2tf cannot keep the state's layout); choose a size with "
+                        f"at least two, such as {STRIDE}x{2 * STRIDE}")
     check_memory(student.config, queue, height, width, "an export")  # before building
     shipped = shipped_graphs(queue, objects)
-    folder = Path(folder)
+    folder = real_out(folder)  # through a symlink: the folder it points to is replaced
     with staged(folder) as staging:
         work = staging / ".work"
         work.mkdir()
@@ -163,7 +169,11 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
                 clock.lap("convert_wait")
                 for path in _files(tfl, precisions, shipped):
                     shutil.copyfile(path, staging / path.name)
-                    check_io(staging / path.name, specs[path.stem.split("_")[0]])
+                    try:
+                        check_io(staging / path.name, specs[path.stem.split("_")[0]])
+                    except AssertionError as exc:
+                        raise GateError(f"the converted file is not the graph declared: "
+                                        f"{exc}; nothing was written") from None
                 gates += _tflite_gates(ref, tfl, gates, clock)
                 clock.lap("tflite_gates")
 

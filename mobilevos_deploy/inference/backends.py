@@ -196,8 +196,11 @@ def open_backend(*, model: Path | None, ckpt: Path | None, backend: str, precisi
         raise UserError("give --model (an export folder) or --ckpt, not both")
     if model is None:
         if backend != "torch":
-            raise UserError(f"--backend {backend} runs an exported model: make one with "
-                            "mvos-export (--ckpt, --queue, --size) and pass it as --model")
+            given = f"--ckpt {ckpt}" if ckpt is not None else "the default student"
+            raise UserError(f"--backend {backend} runs an exported "
+                            f"model: add --backend torch to run {given} in PyTorch, or make "
+                            "an export with mvos-export (--ckpt, --queue, --size) and pass "
+                            "it as --model")
         if size is None:
             raise UserError("the PyTorch backend needs a model size")
         student = student_for(ckpt, None).student

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.media import blend, contact_sheet, open_frames, read_mask, write_mask
 from ..errors import UserError
-from ..files import atomic_path, check_writable, make_temp_dir
+from ..files import atomic_path, check_writable, make_temp_dir, real_out, replace_dir, sha256
 from .backends import Backend
 from .segment import object_ids, segment
 
@@ -59,6 +59,22 @@ def _check_out(out: Path) -> None:
         why = f"no {RECORD}" if not (out / RECORD).is_file() else f"it also holds {foreign[0]}"
         raise UserError(f"{out} exists and was not written by mvos-run ({why}); "
                         "choose another --out or remove it")
+
+
+def _check_overlay(overlay: Path, out: Path) -> None:
+    """An existing --overlay is replaced only when the earlier run in ``out`` wrote it (its
+    record names the file and its sha256): anything else may be a user's image."""
+    if not overlay.exists():
+        return
+    try:
+        earlier = json.loads((out / RECORD).read_text()).get("overlay") or {}
+    except (OSError, ValueError, AttributeError):
+        earlier = {}
+    if not (earlier.get("path") == str(overlay.resolve()) and overlay.is_file()
+            and earlier.get("sha256") == sha256(overlay)):
+        raise UserError(f"--overlay {overlay} exists and is not the overlay of the earlier "
+                        f"run in {out}; refusing to overwrite it. Choose another path, or "
+                        "remove it")
 
 
 class _Overlay:
@@ -108,7 +124,7 @@ class _Overlay:
 def run_video(backend: Backend, frames_path: Path, mask_path: Path, out: Path,
               overlay: Path | None = None, progress=None) -> RunResult:
     """Segment ``frames_path`` from the first-frame mask into ``out``; see the module doc."""
-    out = Path(out)
+    out = real_out(out)  # through a symlink: the folder it points to is replaced
     source = open_frames(frames_path)
     first = read_mask(mask_path)
     if first.shape != (source.height, source.width):
@@ -128,6 +144,7 @@ def run_video(backend: Backend, frames_path: Path, mask_path: Path, out: Path,
                         "(.png, .jpg)")
     if overlay is not None:
         check_writable(overlay, "--overlay")
+        _check_overlay(overlay, out)
         where = overlay.resolve()
         inputs = (Path(mask_path).resolve(), Path(frames_path).resolve(), out.resolve())
         if where == inputs[0] or where == inputs[1] or inputs[1] in where.parents \
@@ -155,12 +172,11 @@ def run_video(backend: Backend, frames_path: Path, mask_path: Path, out: Path,
                   "precision": backend.precision, "queue": backend.queue,
                   "size": [backend.height, backend.width], "objects": result.objects,
                   "step_ms": [round(v, 3) for v in result.step_ms]}
-        (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if sheet is not None:
             sheet.finish()
-        if out.exists():
-            shutil.rmtree(out)
-        staging.replace(out)
+            record["overlay"] = {"path": str(overlay.resolve()), "sha256": sha256(overlay)}
+        (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if sheet is not None:

@@ -53,6 +53,11 @@ def _sequences(truth: Path, results: Path | None, only: list[str] | None
         raise UserError(f"{truth}: no such annotation folder")
     if results is not None and not results.is_dir():
         raise UserError(f"{results}: no such results folder")
+    subfolders = [d for d in truth.iterdir() if d.is_dir()]
+    if _pngs(truth) and subfolders:  # which one did the user mean?
+        raise UserError(f"{truth} holds both sequence folders ({subfolders[0].name}, ...) and "
+                        f"PNGs ({_pngs(truth)[0].name}, ...); give one sequence's folder, or "
+                        "the folder of sequence folders without stray PNGs")
     if _pngs(truth):  # one sequence, its PNGs directly in the folder
         name = truth.name
         res = results if (results is None or _pngs(results)
@@ -124,6 +129,25 @@ def evaluate(results: Path | None, annotations: Path, sequences: list[str] | Non
 
 
 CSV_NAMES = ("global_results.csv", "per-sequence_results.csv")
+SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
+
+
+def foreign_csvs(folder: Path) -> list[str]:
+    """The result CSVs in ``folder`` that ``write_csvs`` did not write (another header): a
+    user's own files of those names, which are never overwritten."""
+    foreign = []
+    for name, columns in zip(CSV_NAMES, (GLOBAL_COLUMNS, SEQUENCE_COLUMNS), strict=True):
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            with open(path, newline="") as fh:
+                header = next(csv.reader(fh), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            header = []
+        if tuple(header) != tuple(columns):
+            foreign.append(name)
+    return foreign
 
 
 def write_csvs(result: EvalResult, folder: Path) -> tuple[Path, Path]:
@@ -131,7 +155,7 @@ def write_csvs(result: EvalResult, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / CSV_NAMES[0], folder / CSV_NAMES[1]
     tables = ([result.global_row()], GLOBAL_COLUMNS), (result.sequence_rows(),
-                                                       ("Sequence", "J-Mean", "F-Mean"))
+                                                       SEQUENCE_COLUMNS)
     for path, (rows, columns) in zip(paths, tables, strict=True):
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -492,12 +493,30 @@ class _Run:
         self.best = tuple(payload["best"]) if payload["best"] else None
 
 
+def _unfinished(out: Path) -> list[Path]:
+    """The files of a run that stopped before it saved its first state (bad data found
+    late, or a signal during the first save): its log, checkpoints and temp files, which a
+    new run into ``out`` may replace. Empty if ``out`` holds anything else."""
+    if not out.is_dir() or (out / STATE).exists():
+        return []
+    entries = list(out.iterdir())
+    ours = [p for p in entries if p.is_file() and (
+        p.name in (LOG, "last.pt", "best.pt") or re.fullmatch(r"ckpt_\d{6}\.pt", p.name)
+        or (p.name.startswith(".") and p.name.endswith(".tmp")))]
+    return ours if len(ours) == len(entries) else []
+
+
 def _check_out(out: Path, resume: bool) -> None:
+    """--out must be empty, or a run to resume (--resume), or the leftovers of a run that
+    never saved its state, which a new run starts over."""
     check_writable(out, "--out", folder=True)
     has_state = (out / STATE).is_file()
+    leftovers = _unfinished(out)
     if resume and not has_state:
-        raise UserError(f"--resume: {out} holds no {STATE}; drop --resume to start a run")
-    if not resume and out.exists() and any(out.iterdir()):
+        why = (" (the run stopped before its first state was saved)" if leftovers else "")
+        raise UserError(f"--resume: {out} holds no {STATE}{why}; drop --resume to start "
+                        "the run" + (" over (its files are replaced)" if leftovers else ""))
+    if not resume and out.exists() and any(out.iterdir()) and not leftovers:
         hint = "add --resume to continue it" if has_state else "choose an empty --out"
         raise UserError(f"{out} is not empty; {hint}")
 
@@ -552,9 +571,15 @@ def _train(s: TrainSettings, ctx: distributed.Context, resume: bool, progress: b
     report = run.backbones.lines() if run.backbones else []
     for line in report:
         echo(line)
+    leftovers = [] if resume else _unfinished(s.out)
     ctx.barrier()  # every rank has checked --out before rank 0 writes into it
     if ctx.main:
         s.out.mkdir(parents=True, exist_ok=True)
+        for path in leftovers:  # an unfinished run's files: this run starts it over
+            path.unlink(missing_ok=True)
+        if leftovers:
+            echo(f"{s.out}: started over (an earlier run there stopped before saving its "
+                 f"state; removed {', '.join(sorted(p.name for p in leftovers))})")
     if resume:
         run.load_state()
         if ctx.main:

@@ -65,6 +65,12 @@ def greedy_soup(checkpoints: list[Path], val: Path, size: tuple[int, int], out: 
         raise UserError(f"--out {out} is one of the checkpoints to mix; write the soup to "
                         "another file")
     loaded = [load_checkpoint(p) for p in checkpoints]
+    seen: dict[str, Path] = {}
+    for item in loaded:  # the same weights twice would count as two ingredients
+        if item.sha256 in seen:
+            raise UserError(f"{item.path} and {seen[item.sha256]} hold the same bytes; give "
+                            "each checkpoint once")
+        seen[item.sha256] = item.path
     _same_variant(loaded)
     variant, cfg = loaded[0].variant, loaded[0].config
     model = build_student(cfg, seed=None, centre=False)

@@ -5,14 +5,13 @@ nothing its manifest does not list, is ever replaced."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import UserError
-from ...files import make_temp_dir
+from ...files import make_temp_dir, replace_dir
 from .manifest import MANIFEST
 from .verify import foreign_entries
 
@@ -59,11 +58,6 @@ def staged(folder: Path) -> Iterator[Path]:
 
 def publish(staging: Path, final: Path) -> None:
     """``staging`` becomes ``final``; an earlier export there is replaced whole."""
-    old = None
     if final.exists():
         check_replaceable(final)
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, final)

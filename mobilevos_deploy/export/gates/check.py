@@ -54,6 +54,28 @@ def _readable(path: Path) -> None:
     if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
         raise UserError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier); give a "
                         ".tflite file, as written by mvos-export or TensorFlow's converter")
+    _complete(path)
+
+
+def _complete(path: Path) -> None:
+    """Every table and buffer of the flatbuffer lies inside the file. A truncated or
+    damaged file would crash the interpreters the checkers run (a segmentation fault),
+    which said nothing of the file."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    data = path.read_bytes()
+    try:
+        model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+        outside = [b for b in model.buffers or []
+                   if (b.offset or 0) > 1 and b.offset + (b.size or 0) > len(data)]
+    except Exception as exc:  # the schema's reader fails as struct or index errors
+        raise UserError(f"{path}: a damaged TFLite file (its flatbuffer reaches past its "
+                        f"{len(data)} bytes: {type(exc).__name__}); truncated in a copy? "
+                        "Copy or export it again") from None
+    if outside:
+        raise UserError(f"{path}: a damaged TFLite file ({len(outside)} constant buffer(s) "
+                        f"lie past its {len(data)} bytes); truncated in a copy? Copy or "
+                        "export it again")
 
 
 def check_tflite(paths: list[Path]) -> CheckResult:
