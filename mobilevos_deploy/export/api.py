@@ -193,7 +193,11 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
             raise GateError(f"export of {chosen.variant} queue {queue} at {height}x{width} "
                             f"failed {len(failed)} gate(s); nothing was written:\n{rows}")
         shutil.rmtree(work)
-        verify_written(staging, specs)
+        try:
+            verify_written(staging, specs)
+        except Exception as exc:  # the ONNX checker's, the interpreter's or our own
+            raise GateError(f"a written file failed its final check ({type(exc).__name__}: "
+                            f"{exc}); nothing was written") from None
         seconds = clock.total()
         manifest = {
             "schema": SCHEMA,
