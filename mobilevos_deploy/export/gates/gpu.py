@@ -11,9 +11,9 @@
    PyTorch does not have; they are compared with LiteRT's CPU interpreter on the same
    file, so the GPU backend is what is tested (the fp16 weights' own effect is the
    rollout_tflite_fp16 gate's business). On a software device (SwiftShader) a run is CPU
-   work, about 11 CPU-seconds for a 480x864 step, and the fp16 twins of the fp32 files
-   are compiled but not run (measured: running them too took a 480x864 export from about
-   60 to 68 s); on a hardware device every file runs. The manifest says which ran.
+   work, several CPU-seconds for a 480x864 graph (the manifest's ``worker_cpu_s`` sums
+   them), and the fp16 twins of the fp32 files are compiled but not run; on a hardware
+   device every file runs. The manifest says which ran.
 3. Where the device computes in fp16 when allowed (probed, never assumed), the fp16 files
    with precision loss allowed, as a phone runs them, against the PyTorch fp32 rollout,
    as ``parity.fp16_gate`` judges fp16 (``rollout_gpu_fp16``).
@@ -188,9 +188,9 @@ def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, Graph
     return fp16_gate("rollout_gpu_fp16", probs, looped, closed, ref.truth)
 
 
-# The two-object loop's frames on a software device (SwiftShader), where a 480x864 step is
-# ~11 CPU-seconds: its 12 frames, looped and closed, took ~10 minutes of a 480x864 export.
-# Four frames (three steps) still write a memory slot, replace it and read what was written.
+# The two-object loop's frames on a software device (SwiftShader), where each graph run at
+# 480x864 is several CPU-seconds: all 12 frames would be over a hundred runs. Four frames
+# (three steps) still write a memory slot, replace it and read what was written.
 SOFTWARE_OBJECT_FRAMES = 4
 
 
