@@ -261,3 +261,34 @@ def test_queue_1_step_has_no_value_encoder(students, tmp_path):
     n_value = sum(1 for m in student.value_encoder.modules() if m.__class__.__name__ == "Conv2d")
     assert n_value > 0
     assert convs[2] - convs[1] == n_value
+
+
+def test_a_file_that_fails_its_io_or_final_check_ends_the_export_like_a_gate(students,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    """check_io (a converted file whose I/O is not the graph declared) and verify_written
+    (a written file that does not load, allocate and invoke) end the export with a
+    GateError naming what is wrong, exit 2 from the CLI, and nothing written. The other
+    gates are switched off here (suite time)."""
+    from mobilevos_deploy.export import api
+
+    monkeypatch.setattr(api, "_onnx_gates", lambda *a: [api.GateResult("none", True)])
+    monkeypatch.setattr(api, "_tflite_gates", lambda *a: [])
+    monkeypatch.setattr(api, "gpu_run_gate", lambda *a: ([], {"verdict": "not run"}))
+    monkeypatch.setattr(api, "gpu_delegate_gate", lambda *a: (None, {"verdict": "not run"}))
+
+    def wrong_io(path, spec):
+        raise AssertionError(f"{path.name}: no output named 'prob'")
+
+    def broken(folder, specs):
+        raise RuntimeError("step_fp32.tflite: invoke returned no ['prob']")
+
+    for name, fake, said in (("check_io", wrong_io, "not the graph declared"),
+                             ("verify_written", broken, "failed its final check")):
+        with monkeypatch.context() as patch:
+            patch.setattr(api, name, fake)
+            with pytest.raises(api.GateError, match=said) as err:
+                export_model(seeded(students[NOASPP], NOASPP), 1, 32, 48, tmp_path / "x",
+                             precisions=["fp32"], objects=False)
+        assert "nothing was written" in str(err.value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
