@@ -70,12 +70,12 @@ def memory_dependence(ref: Reference) -> GateResult:
 def fp32_rollout(name: str, ref: Reference, init: Runner, step: Runner) -> GateResult:
     """An fp32 runtime's closed loop over the gate clip against PyTorch's, pixel by pixel."""
     probs = rollout(init, step, ref.specs["step"], ref.frames, ref.masks[0])
-    return rollout_gate(name, ref.wait_probs()[0], probs, FP32_MIN_IOU, FP32_MAX_PROB_ERR)
+    return rollout_gate(name, ref.rollout()[0], probs, FP32_MIN_IOU, FP32_MAX_PROB_ERR)
 
 
 def fp16_rollout(name: str, ref: Reference, init: Runner, step: Runner) -> GateResult:
     """An fp16 runtime's looped steps and closed loop, judged by ``parity.fp16_gate``."""
-    probs, states = ref.wait_probs()
+    probs, states = ref.rollout()
     looped = looped_steps(init, step, ref.specs["step"], ref.frames, ref.masks[0], states)
     closed = rollout(init, step, ref.specs["step"], ref.frames, ref.masks[0])
     return fp16_gate(name, probs, looped, closed, ref.masks[1:])

@@ -77,6 +77,7 @@ class Reference:
     probs: np.ndarray | None = field(init=False, default=None)  # PyTorch's closed loop
     states: list[State] | None = field(init=False, default=None)  # what each step read
     ready: threading.Event = field(init=False, default_factory=threading.Event)
+    _rolling: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         """The gate clip, the init on its first frame, and the realistic step: memory
@@ -122,12 +123,16 @@ class Reference:
 
     # -- the PyTorch rollout, which the GPU gate may wait for -----------------------------
 
-    def rollout(self) -> None:
-        """PyTorch's closed loop over the gate clip, and the state each step read."""
-        self.probs, self.states = rollout_states(self.pytorch["init"], self.pytorch["step"],
-                                                 self.specs["step"], self.frames,
-                                                 self.masks[0])
-        self.ready.set()
+    def rollout(self) -> tuple[np.ndarray, list[State]]:
+        """PyTorch's closed loop over the gate clip, and the state each step read; run once,
+        by the first caller (the CPU gates; the GPU gate's thread waits: ``wait_probs``)."""
+        with self._rolling:
+            if self.probs is None or self.states is None:
+                self.probs, self.states = rollout_states(
+                    self.pytorch["init"], self.pytorch["step"], self.specs["step"],
+                    self.frames, self.masks[0])
+            self.ready.set()
+        return self.probs, self.states
 
     def wait_probs(self) -> tuple[np.ndarray, list[State]]:
         self.ready.wait()
