@@ -10,6 +10,10 @@ CHECKER := .venv-gpucheck
 CHECKER_STAMP := $(CHECKER)/.installed
 # a software Vulkan device for that accelerator (SwiftShader, from Debian's chromium-common)
 VULKAN_STAMP := .vulkan/.installed
+# the second converter, litert-torch (export/build/litert_torch.py): numpy 2 and
+# ai-edge-litert 2.3, apart from the main venv's onnx2tf pins; about 2 GB
+LITERT_TORCH := .venv-litert-torch
+LITERT_TORCH_STAMP := $(LITERT_TORCH)/.installed
 
 # the demo's generated clip (mvos-synth --kind scene, a seed no training or test set
 # uses: three objects and a look-alike distractor) and the model it runs
@@ -18,9 +22,17 @@ DEMO_CLIP := results/synth/JPEGImages/480p/synth
 DEMO_MASK := results/synth/Annotations/480p/synth/00000.png
 DEMO_TRUTH := results/synth/Annotations/480p
 
-.PHONY: demo test lint venv gpu-venv gpu-checker vulkan clean
+.PHONY: demo test lint venv gpu-venv gpu-checker vulkan litert-torch-venv clean
 
 venv: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
+
+litert-torch-venv: $(LITERT_TORCH_STAMP)
+
+$(LITERT_TORCH_STAMP): env/requirements-litert-torch.lock.txt env/constraints.txt
+	test -x $(LITERT_TORCH)/bin/python || $(PYTHON) -m venv $(LITERT_TORCH)
+	$(LITERT_TORCH)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c env/constraints.txt -r env/requirements-litert-torch.lock.txt
+	touch $@
 
 gpu-venv gpu-checker: $(CHECKER_STAMP)
 
@@ -69,8 +81,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check mobilevos_deploy tests
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-test: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP)
+test: $(STAMP) $(CHECKER_STAMP) $(VULKAN_STAMP) $(LITERT_TORCH_STAMP)
 	$(BIN)/python -m pytest -q --durations=20; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) $(CHECKER) .vulkan build *.egg-info
+	rm -rf $(VENV) $(CHECKER) $(LITERT_TORCH) .vulkan build *.egg-info

@@ -37,7 +37,7 @@ from mobilevos_deploy.data.synthetic import scene_clip
 from mobilevos_deploy.export.api import default_folder_name, export_model
 from mobilevos_deploy.export.artifact.verify import read_manifest
 from mobilevos_deploy.model.checkpoint import student_for
-from mobilevos_deploy.model.graphs import NEXT, multi_graphs
+from mobilevos_deploy.model.graphs import NEXT, multi_graphs, tflite_file
 from mobilevos_deploy.model.stages import STATE_NAMES
 from mobilevos_deploy.runtime.loop import start_objects, step_objects
 from mobilevos_deploy.runtime.runners import ort_options
@@ -64,9 +64,9 @@ def native_runner(engine: str, folder: Path, graph: str, threads: int = 2,
     from ai_edge_litert.interpreter import Interpreter
 
     precision = engine.split("_")[1]
-    interpreter = Interpreter(model_path=str(folder / f"{graph}_{precision}.tflite"),
+    interpreter = Interpreter(model_path=str(folder / tflite_file(precision)),
                               num_threads=threads)
-    runner = interpreter.get_signature_runner("serving_default")
+    runner = interpreter.get_signature_runner(graph)
     wanted = list(runner.get_input_details())
     return lambda inputs: runner(**{n: inputs[n] for n in wanted})
 

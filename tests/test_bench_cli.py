@@ -73,7 +73,9 @@ def test_phone_point_end_to_end(phone, bench_exports, tmp_path):
     assert "--use_gpu=true" in Path(row["log_file"]).read_text()
     pushed = phone["root"] / "data/local/tmp/mobilevos"
     assert (pushed / "benchmark_model").exists()
-    assert (pushed / f"{FOLDER}_step_fp16.tflite").exists()
+    assert (pushed / f"{FOLDER}_model_fp16.tflite").exists()
+    log = Path(row["log_file"]).read_text()
+    assert "--signature_to_run_for_benchmark=step" in log and "Signature to run: [step]" in log
     assert (tmp_path / "fig.png").stat().st_size > 1000
     assert phone["results"].read_text().splitlines()[0].startswith("variant,queue,size")
 
@@ -147,11 +149,13 @@ def test_phone_objects_time_each_graph_and_sum_a_frame(phone, bench_exports):
         today = k * ms["step"]
         assert f"K={k}: encode once + K x (segment + memorize) = {frame['mean_ms']:.1f} ms " \
                f"per frame; K x step = {today:.1f} ms" in result.output
-    for g in graphs:  # each graph went to the phone and ran there on the GPU
-        pushed = phone["root"] / "data/local/tmp/mobilevos" / f"{folder.name}_{g}_fp16.tflite"
-        assert pushed.read_bytes() == (folder / f"{g}_fp16.tflite").read_bytes()
-        assert f"--graph=/data/local/tmp/mobilevos/{pushed.name}" in Path(
-            got[g, None]["log_file"]).read_text()
+    pushed = phone["root"] / "data/local/tmp/mobilevos" / f"{folder.name}_model_fp16.tflite"
+    assert pushed.read_bytes() == (folder / "model_fp16.tflite").read_bytes()
+    for g in graphs:  # each graph, a signature of the one model, ran on the phone's GPU
+        log = Path(got[g, None]["log_file"]).read_text()
+        assert f"--graph=/data/local/tmp/mobilevos/{pushed.name}" in log
+        assert f"--signature_to_run_for_benchmark={g}" in log
+        assert f"Signature to run: [{g}]" in log
     assert "K=3 frame" in result.output
 
     again = run()  # measured already: nothing re-timed
@@ -255,8 +259,10 @@ def test_host_op_profile(bench_exports, tmp_path):
     # every op of the graph was cut out and timed: the table's counts add up to the graph's
     from ai_edge_litert.interpreter import Interpreter
 
-    model = bench_exports / FOLDER / "step_fp16.tflite"
-    n_ops = len(Interpreter(model_path=str(model))._get_ops_details())
+    from mobilevos_deploy.export.build.merge import extract_graph
+
+    model = extract_graph((bench_exports / FOLDER / "model_fp16.tflite").read_bytes(), "step")
+    n_ops = len(Interpreter(model_content=model)._get_ops_details())
     counts = [int(line.split("|")[2]) for line in table.splitlines()
               if line.startswith("| ") and line.split("|")[2].strip().isdigit()]
     assert sum(counts) == n_ops and f"{n_ops} ops, timed alone" in table
@@ -269,8 +275,11 @@ def test_an_export_is_reused_only_for_the_same_point_and_graph_revision():
 
     m = {"graph_revision": GRAPH_REVISION, "variant": "resnet18", "queue": 2,
          "size": [64, 96], "checkpoint": None, "precisions": ["fp32", "fp16"],
-         "graphs": {"init": {}, "step": {}}}
+         "graphs": {"init": {}, "step": {}}, "converter": {"name": "onnx2tf"}}
     assert reusable(m, "resnet18", 2, (64, 96), None)
+    # another converter's files are not the benchmark's default
+    assert not reusable({**m, "converter": {"name": "litert-torch"}}, "resnet18", 2, (64, 96),
+                        None)
     objects = ("init", "step", "encode", "start", "segment", "memorize")
     assert not reusable(m, "resnet18", 2, (64, 96), None, objects)  # --single-object export
     assert reusable({**m, "graphs": dict.fromkeys(objects, {})}, "resnet18", 2, (64, 96),

@@ -47,7 +47,7 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     result = exports(variant, queue)
     gates = result.manifest["gates"]
     expected = {"step_parity", "memory_dependence", "rollout_onnx", "rollout_tflite_fp32",
-                "rollout_tflite_fp16", "rollout_fp16_compute", "gpu_parity"}
+                "rollout_tflite_fp16", "rollout_fp16_compute", "gpu_parity", "gpu_buffers"}
     if result.manifest["gpu_run"]["fp16_compute_available"]:
         expected.add("rollout_gpu_fp16")  # only where the Vulkan device computes in fp16
     graphs = shipped_graphs(queue, ships_objects(variant, queue))
@@ -89,18 +89,19 @@ def test_every_gate_passes_with_figures_in_the_manifest(exports, variant, queue)
     # LiteRT's GPU accelerator ran every shipped file, whole, at the step-parity limits
     run = result.manifest["gpu_run"]
     assert run["verdict"] == "fully accelerated" and run["adapter"]["name"]
-    assert set(run["files"]) == {f"{g}_{p}.tflite" for g in graphs for p in ("fp32", "fp16")}
-    for name, entry in run["files"].items():
-        assert entry["fully_accelerated"] and not entry["unsupported"]
-        assert entry["largest_tensor_bytes"] > 0
-        if name.endswith("_fp16.tflite") and run["software_device"]:
-            assert entry["ran"].startswith("no")  # compiled; its fp32 twin ran
-            continue
-        assert entry["ran"] == "yes"
-        graph = name.split("_")[0]
-        want = set(_specs(result)[graph].output_names)
-        assert set(entry["errors"]) == want
-        assert all(0.0 <= e <= 1e-4 for e in entry["errors"].values()), (name, entry)
+    assert set(run["files"]) == {"model_fp32.tflite", "model_fp16.tflite"}
+    for name, model in run["files"].items():
+        assert model["fully_accelerated"] and not model["unsupported"]
+        assert model["largest_tensor_bytes"] > 0
+        assert list(model["signatures"]) == list(graphs)
+        for graph, entry in model["signatures"].items():
+            if name == "model_fp16.tflite" and run["software_device"]:
+                assert entry["ran"].startswith("no")  # compiled; its fp32 twin ran
+                continue
+            assert entry["ran"] == "yes"
+            want = set(_specs(result)[graph].output_names)
+            assert set(entry["errors"]) == want
+            assert all(0.0 <= e <= 1e-4 for e in entry["errors"].values()), (graph, entry)
     assert not result.warnings
 
 
@@ -143,7 +144,7 @@ def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
     files = sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
     graphs = shipped_graphs(queue, ships_objects(variant, queue))
     assert files == sorted(on_disk["files"]) == sorted(
-        f"{g}{ext}" for g in graphs for ext in (".onnx", "_fp32.tflite", "_fp16.tflite"))
+        [f"{g}.onnx" for g in graphs] + ["model_fp16.tflite", "model_fp32.tflite"])
     for name, entry in on_disk["files"].items():
         path = result.folder / name
         assert entry == {"sha256": sha256(path), "bytes": path.stat().st_size}
@@ -155,9 +156,9 @@ def test_manifest_lists_every_file_with_its_hash(exports, variant, queue):
 def test_step_outputs_feed_back_as_its_inputs(exports, variant, queue, precision):
     """Same names (via the manifest's feeds), order, shapes, dtypes and layout."""
     result = exports(variant, queue)
-    interpreter = Interpreter(model_path=str(result.folder / f"step_{precision}.tflite"))
-    sig = interpreter.get_signature_list()["serving_default"]
-    runner = interpreter.get_signature_runner("serving_default")
+    interpreter = Interpreter(model_path=str(result.folder / f"model_{precision}.tflite"))
+    sig = interpreter.get_signature_list()["step"]
+    runner = interpreter.get_signature_runner("step")
     ins, outs = runner.get_input_details(), runner.get_output_details()
     feeds = result.manifest["feeds"]
     assert list(feeds.values()) == ["mem_keys", "mem_values", "mem_valid"]
@@ -166,17 +167,13 @@ def test_step_outputs_feed_back_as_its_inputs(exports, variant, queue, precision
         assert outs[out_name]["dtype"] == ins[in_name]["dtype"] == np.float32
     assert set(sig["inputs"]) == {"frame", *feeds.values()}
     assert set(sig["outputs"]) == {"prob", *feeds}
-    # the tensors themselves carry the names (for benchmark_model's --input_layer), in the
-    # declared order; every output is a tensor of its own (an output that is an input breaks
-    # LiteRT's GPU accelerator; at Q = 1, where the state passes through, the CLI test of
-    # test_export_gates.py checks it)
+    # the signature lists them in the declared order; every output is a tensor of its own
+    # (an output that is an input breaks LiteRT's GPU accelerator; at Q = 1, where the state
+    # passes through, the CLI test of test_export_gates.py checks it)
     declared = result.manifest["graphs"]["step"]
-    assert [d["name"] for d in interpreter.get_input_details()] == \
-        [t["name"] for t in declared["inputs"]]
-    assert [d["name"] for d in interpreter.get_output_details()] == \
-        [t["name"] for t in declared["outputs"]]
-    assert not ({d["index"] for d in interpreter.get_input_details()}
-                & {d["index"] for d in interpreter.get_output_details()})
+    assert set(sig["inputs"]) == {t["name"] for t in declared["inputs"]}
+    assert set(sig["outputs"]) == {t["name"] for t in declared["outputs"]}
+    assert not {d["index"] for d in ins.values()} & {d["index"] for d in outs.values()}
 
 
 @pytest.mark.parametrize(("variant", "queue"), CASES)
@@ -199,10 +196,9 @@ def test_state_loop_runs_from_the_manifest_alone(exports, variant):
     """The app's loop `state = step(frame, state)` using only the manifest, on fp16."""
     result = exports(variant, 2)
     m = result.manifest
-    init = Interpreter(model_path=str(result.folder / "init_fp16.tflite"))
-    step = Interpreter(model_path=str(result.folder / "step_fp16.tflite"))
-    init_run = init.get_signature_runner("serving_default")
-    step_run = step.get_signature_runner("serving_default")
+    model = Interpreter(model_path=str(result.folder / "model_fp16.tflite"))
+    init_run = model.get_signature_runner("init")
+    step_run = model.get_signature_runner("step")
     frames, masks = nchw_clip(6, HEIGHT, WIDTH, seed=3)
     nhwc = frames.transpose(0, 2, 3, 1)
     state = init_run(frame=nhwc[:1], mask=masks[:1, :, :, None])
@@ -228,7 +224,7 @@ def test_rerun_replaces_the_folder_whole(exports, students, tmp_path, monkeypatc
     monkeypatch.setattr(api, "gpu_delegate_gate", lambda *a: (None, {"verdict": "not run"}))
     folder = tmp_path / "out"
     shutil.copytree(exports(NOASPP, 2).folder, folder)
-    assert (folder / "memorize_fp32.tflite").exists()
+    assert (folder / "memorize.onnx").exists()
     # the older export's files go with it (a user's file would be refused instead:
     # test_hostile.py); given through a symlink, the folder it points to is replaced and
     # the link stays
@@ -238,8 +234,7 @@ def test_rerun_replaces_the_folder_whole(exports, students, tmp_path, monkeypatc
                           precisions=["fp16"], objects=False)
     assert second.folder == folder.resolve() and link.is_symlink()
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["init.onnx", "init_fp16.tflite", "manifest.json", "step.onnx",
-                     "step_fp16.tflite"]
+    assert names == ["init.onnx", "manifest.json", "model_fp16.tflite", "step.onnx"]
     assert second.manifest["precisions"] == ["fp16"] and second.manifest["queue"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out"]
 
@@ -280,10 +275,10 @@ def test_a_file_that_fails_its_io_or_final_check_ends_the_export_like_a_gate(stu
     def wrong_io(path, spec):
         raise AssertionError(f"{path.name}: no output named 'prob'")
 
-    def broken(folder, specs):
-        raise RuntimeError("step_fp32.tflite: invoke returned no ['prob']")
+    def broken(folder, specs, graphs):
+        raise RuntimeError("model_fp32.tflite: step returned no ['prob']")
 
-    for name, fake, said in (("check_io", wrong_io, "not the graph declared"),
+    for name, fake, said in (("check_io", wrong_io, "not the graphs declared"),
                              ("verify_written", broken, "failed its final check")):
         with monkeypatch.context() as patch:
             patch.setattr(api, name, fake)

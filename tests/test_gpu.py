@@ -40,7 +40,7 @@ def torch_reference(student, queue: int, height: int, width: int):
 
 
 def shipped(folder: Path) -> list[Path]:
-    return [folder / f"{g}_{p}.tflite" for g in ("init", "step") for p in ("fp32", "fp16")]
+    return [folder / f"model_{p}.tflite" for p in ("fp32", "fp16")]
 
 
 # --- the worker and the Vulkan device ---------------------------------------------------------
@@ -87,7 +87,7 @@ def test_the_vulkan_driver_is_chosen_in_one_place(monkeypatch, tmp_path):
 
 def test_no_vulkan_device_names_the_fix(exports, monkeypatch, tmp_path):
     """A driver file whose library is missing: the loader finds no device at all."""
-    step = exports(NAME, 2).folder / "step_fp32.tflite"  # exported while there is one
+    step = exports(NAME, 2).folder / "model_fp32.tflite"  # exported while there is one
     icd = tmp_path / "icd.json"
     icd.write_text(json.dumps({"file_format_version": "1.0.0", "ICD": {
         "library_path": str(tmp_path / "libnothing.so"), "api_version": "1.0.5"}}))
@@ -171,10 +171,10 @@ def test_gpu_parity_fails_against_another_students_reference(exports, students, 
     parity = gates[0]
     assert not parity.passed
     rows = "\n".join(parity.offending)
-    assert "step_fp32 prob" in rows and "init_fp32 mem_keys" in rows
+    assert "model_fp32/step prob" in rows and "model_fp32/init mem_keys" in rows
     assert "fp16" not in rows
-    assert entry["files"]["step_fp16.tflite"]["reference"].startswith("litert-cpu")
-    assert entry["files"]["step_fp16.tflite"]["errors"]["prob"] <= 1e-4
+    step16 = entry["files"]["model_fp16.tflite"]["signatures"]["step"]
+    assert step16["reference"].startswith("litert-cpu") and step16["errors"]["prob"] <= 1e-4
 
 
 def test_where_the_device_computes_in_fp16_the_fp16_files_roll_out_on_it(
@@ -209,7 +209,7 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
     handed = {}
 
     def record(path, spec):
-        handed[path.name] = (tmp_path / path.name, spec)
+        handed[f"{path.name}/{spec.name}"] = (tmp_path / path.name, spec)
         shutil.copyfile(path, tmp_path / path.name)
 
     monkeypatch.setattr(api, "check_io", record)
@@ -217,12 +217,12 @@ def test_queue_1_pass_through_state_is_a_tensor_of_its_own(students, tmp_path, m
         export_model(seeded(students[NAME], NAME), 1, 32, 48, tmp_path / "b", objects=False,
                      precisions=["fp32"])
     message = str(err.value)
-    assert "gpu_parity" in message and "step_fp32 prob" in message
+    assert "gpu_parity" in message and "model_fp32/step prob" in message
     assert "rollout_tflite" not in message  # XNNPACK runs the aliased file correctly
-    assert sorted(handed) == ["init_fp32.tflite", "step_fp32.tflite"]
-    check_io(*handed["init_fp32.tflite"])
+    assert sorted(handed) == ["model_fp32.tflite/init", "model_fp32.tflite/step"]
+    check_io(*handed["model_fp32.tflite/init"])
     with pytest.raises(AssertionError, match="an output is also an input tensor"):
-        check_io(*handed["step_fp32.tflite"])
+        check_io(*handed["model_fp32.tflite/step"])
 
 
 # --- the fp16-compute gate --------------------------------------------------------------------
@@ -294,8 +294,8 @@ def test_check_passes_our_export(exports):
     files = [str(p) for p in shipped(exports(NAME, 2).folder)]
     result = CliRunner().invoke(check_cli, files)
     assert result.exit_code == 0, result.output
-    assert result.output.count("GPU OK") == 4
-    assert result.output.count("fully accelerated") == 4
+    assert result.output.count("GPU OK") == 2
+    assert result.output.count("fully accelerated") == 2
 
 
 def test_check_flags_the_negative_control_by_both_verdicts(control_tflite):
@@ -332,7 +332,7 @@ def test_check_names_a_truncated_file_as_damaged(exports, tmp_path):
     """A .tflite cut short in a copy: its header is right, but the interpreters both
     checkers run crash on it (the message used to blame the GPU venv). It is named as a
     damaged file, exit 2."""
-    data = (exports(NAME, 2).folder / "step_fp32.tflite").read_bytes()
+    data = (exports(NAME, 2).folder / "model_fp32.tflite").read_bytes()
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(data[: len(data) // 3])
     result = CliRunner().invoke(check_cli, [str(cut)])

@@ -212,10 +212,11 @@ def _flip(path: Path, count: int = 4000) -> None:
 
 
 @pytest.mark.parametrize(("damage", "backends", "message"), [
-    (lambda f: _flip(f / "step_fp32.tflite"), ["tflite"], "does not match the sha256"),
+    (lambda f: _flip(f / "model_fp32.tflite"), ["tflite"], "does not match the sha256"),
     (lambda f: (f / "init.onnx").write_bytes((f / "init.onnx").read_bytes()[:999]),
      ["onnx"], "has 999 bytes, its manifest says"),
-    (lambda f: (f / "step_fp16.tflite").unlink(), ["tflite-fp16"], "step_fp16.tflite is missing"),
+    (lambda f: (f / "model_fp16.tflite").unlink(), ["tflite-fp16"],
+     "model_fp16.tflite is missing"),
     (lambda f: (f / "step.onnx").write_text("garbage"), ["onnx"], "bytes, its manifest says"),
     (lambda f: _edit_manifest(f, lambda m: {**m, "queue": 5}),
      ["torch", "onnx", "tflite"], "declared inputs and outputs are not those of queue 5"),
@@ -238,7 +239,7 @@ def test_run_refuses_an_export_that_is_not_what_its_manifest_says(export_copy, d
 
 
 def test_run_cli_on_a_corrupt_graph_exits_2_and_writes_nothing(export_copy, clip, tmp_path):
-    _flip(export_copy / "step_fp32.tflite")
+    _flip(export_copy / "model_fp32.tflite")
     out = tmp_path / "out"
     result = invoke(run_cli, "--model", export_copy, "--backend", "tflite", "--frames",
                     clip / "JPEGImages/480p/c", "--mask", clip / "Annotations/480p/c/00000.png",
@@ -274,8 +275,8 @@ def test_bench_refuses_a_reused_export_with_a_changed_file(exports, tmp_path):
     shutil.copytree(exports(TRAINED, 2).folder, folder)
     reused = ensure_export(VARIANT, 2, (64, 96), None, tmp_path / "exports")[1]
     assert reused == json.loads((folder / "manifest.json").read_text())  # not made again
-    _flip(folder / "step_fp16.tflite")
-    with pytest.raises(UserError, match="step_fp16.tflite does not match the sha256"):
+    _flip(folder / "model_fp16.tflite")
+    with pytest.raises(UserError, match="model_fp16.tflite does not match the sha256"):
         ensure_export(VARIANT, 2, (64, 96), None, tmp_path / "exports")
 
 

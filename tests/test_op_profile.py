@@ -18,9 +18,16 @@ PRECISIONS = ["fp32", "fp16"]
 
 
 @pytest.fixture(scope="module")
-def step(exports):
-    folder = exports(VARIANT, QUEUE).folder
-    return {p: folder / f"step_{p}.tflite" for p in PRECISIONS}
+def step(exports, tmp_path_factory):
+    """The step graph of each precision's model, as a one-graph file."""
+    from mobilevos_deploy.export.build.merge import extract_graph
+
+    folder, work = exports(VARIANT, QUEUE).folder, tmp_path_factory.mktemp("step")
+    files = {}
+    for p in PRECISIONS:
+        files[p] = work / f"step_{p}.tflite"
+        files[p].write_bytes(extract_graph((folder / f"model_{p}.tflite").read_bytes(), "step"))
+    return files
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

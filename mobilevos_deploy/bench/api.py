@@ -23,12 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..export.api import default_folder_name, export_model
+from ..export.api import DEFAULT_CONVERTER, default_folder_name, export_model
 from ..export.artifact.manifest import MANIFEST
 from ..export.artifact.verify import manifest_problems, verify_files
+from ..export.gates.gpu import BufferLimit
 from ..files import atomic_path, check_writable, sha256
 from ..model.checkpoint import student_for
-from ..model.graphs import GRAPH_REVISION, SINGLE_GRAPHS, multi_graphs, shipped_graphs
+from ..model.graphs import (
+    GRAPH_REVISION,
+    SINGLE_GRAPHS,
+    multi_graphs,
+    shipped_graphs,
+    tflite_file,
+)
 from ..proc import child_setup
 from .adb import Adb
 from .device import find_binary, run_point
@@ -82,9 +89,10 @@ def loop_graphs(queue: int) -> tuple[str, ...]:
 def reusable(manifest: dict, variant: str, queue: int, size: tuple[int, int],
              ckpt_sha256: str | None, graphs: tuple[str, ...] = SINGLE_GRAPHS) -> bool:
     """Whether an existing export is this point's: same student, queue, size and graph
-    revision, with both TFLite precisions and ``graphs``."""
+    revision, made by the default converter, with both TFLite precisions and ``graphs``."""
     have_ckpt = (manifest.get("checkpoint") or {}).get("sha256")
     return (manifest.get("graph_revision") == GRAPH_REVISION
+            and (manifest.get("converter") or {}).get("name") == DEFAULT_CONVERTER
             and (manifest["variant"], manifest["queue"], list(manifest["size"]), have_ckpt)
             == (variant, queue, list(size), ckpt_sha256)
             and {"fp32", "fp16"} <= set(manifest["precisions"])
@@ -100,7 +108,8 @@ def _json(path: Path) -> object:
 
 
 def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | None,
-                  exports: Path, objects: bool = False) -> tuple[Path, dict]:
+                  exports: Path, objects: bool = False,
+                  gpu_buffer: BufferLimit | None = None) -> tuple[Path, dict]:
     """The export folder for this point: reused if its manifest matches (with the K-object
     graphs when ``objects``), else made."""
     height, width = size
@@ -113,7 +122,8 @@ def ensure_export(variant: str, queue: int, size: tuple[int, int], ckpt: Path | 
                                                                      want_ckpt, graphs):
         verify_files(folder, m, m["files"])  # a changed file is refused, never timed
         return folder, m
-    result = export_model(chosen, queue, height, width, folder, objects=objects)
+    result = export_model(chosen, queue, height, width, folder, objects=objects,
+                          gpu_buffer=gpu_buffer)
     return folder, result.manifest
 
 
@@ -213,11 +223,14 @@ def _host_info() -> dict:
 
 
 def run_local_benchmark_model(binary: Path, model: Path, threads: int, runs: int,
-                              warmup: int, timeout_s: float) -> BenchmarkOutput:
-    """A user-supplied Linux x86-64 benchmark_model, for the host's TFLite column."""
+                              warmup: int, timeout_s: float,
+                              signature: str = "step") -> BenchmarkOutput:
+    """A user-supplied Linux x86-64 benchmark_model, for the host's TFLite column: one
+    signature (graph) of the export's model."""
     cmd = [str(binary), f"--graph={model}", f"--num_threads={threads}",
            f"--num_runs={runs}", f"--warmup_runs={warmup}",
-           "--report_peak_memory_footprint=true"]
+           "--report_peak_memory_footprint=true",
+           f"--signature_to_run_for_benchmark={signature}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                               preexec_fn=child_setup())
@@ -258,11 +271,14 @@ def run_bench(req: BenchRequest,
     check_writable(req.exports, "--exports", folder=True)
     report = BenchReport([], [], store.rows)
     adb = binary = None
+    buffer = None  # an export made for the phone holds the profile's GPU buffer limit
     if req.device == "host":
         info = _host_info()
         binary = find_binary(req.benchmark_binary) if req.benchmark_binary else None
     else:
         profile = load_profile(req.device)
+        buffer = BufferLimit(profile.gpu_max_buffer_bytes, profile.gpu_max_buffer_source,
+                             profile.name)
         binary = find_binary(req.benchmark_binary)
         adb = Adb.connect(req.adb, req.serial)
         info = device_info(adb)
@@ -296,29 +312,29 @@ def run_bench(req: BenchRequest,
         if not todo:
             continue
         folder, manifest = ensure_export(variant, queue, req.size, req.ckpt, req.exports,
-                                         objects=bool(req.objects))
+                                         objects=bool(req.objects), gpu_buffer=buffer)
         timed: dict[str, BenchRow] = {}
         for engine, graph in todo:
-            model = folder / f"{graph}_{req.precision}.tflite"
+            model = folder / tflite_file(req.precision)
             if adb is not None:
                 if report.new:
                     time.sleep(req.cooldown_s)  # let the phone cool between points
                 run = run_point(adb, binary, model, f"{folder.name}_{model.name}",
                                 fp16=req.precision == "fp16", runs=req.runs,
                                 warmup=req.warmup, op_profile=req.op_profile,
-                                timeout_s=req.timeout_s)
+                                timeout_s=req.timeout_s, signature=graph)
                 figures = _from_output(run.output)
                 figures["thermal_status"] = run.thermal_status
                 row = _row(req, variant, queue, engine, info, manifest, folder, graph,
                            **figures)
                 log = req.results.parent / f"{req.results.stem}_logs" / (
-                    f"{folder.name}_{model.stem}_{req.device}_{adb.serial}.txt")
+                    f"{folder.name}_{model.stem}_{graph}_{req.device}_{adb.serial}.txt")
                 log.parent.mkdir(parents=True, exist_ok=True)
                 log.write_text(f"$ {run.command}\n{run.log}\n")
                 row.log_file = str(log)
             elif engine == "tflite" and binary is not None:
                 out = run_local_benchmark_model(binary, model, req.threads, req.runs,
-                                                req.warmup, req.timeout_s)
+                                                req.warmup, req.timeout_s, graph)
                 row = _row(req, variant, queue, engine, info, manifest, folder, graph,
                            **_from_output(out))
             else:

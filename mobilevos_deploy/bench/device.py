@@ -51,7 +51,9 @@ def thermal_status(adb: Adb) -> int | None:
 
 def run_point(adb: Adb, binary: Path, model: Path, remote_name: str, *, fp16: bool,
               runs: int, warmup: int, op_profile: bool = False,
-              timeout_s: float = 600) -> DeviceRun:
+              timeout_s: float = 600, signature: str | None = None) -> DeviceRun:
+    """``signature``: the graph of a multi-signature model to time (benchmark_model's
+    ``--signature_to_run_for_benchmark``)."""
     adb.push(binary, REMOTE_BINARY)
     adb.check(f"chmod 755 {REMOTE_BINARY}")
     remote_model = f"{REMOTE_DIR}/{remote_name}"
@@ -60,6 +62,8 @@ def run_point(adb: Adb, binary: Path, model: Path, remote_name: str, *, fp16: bo
             f"--gpu_precision_loss_allowed={'true' if fp16 else 'false'}",
             f"--num_runs={runs}", f"--warmup_runs={warmup}",
             "--report_peak_memory_footprint=true"]
+    if signature:
+        args.append(f"--signature_to_run_for_benchmark={signature}")
     if op_profile:
         args.append("--enable_op_profiling=true")
     command = " ".join(shlex.quote(a) for a in args)

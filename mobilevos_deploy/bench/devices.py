@@ -15,6 +15,12 @@ PROPS = {"model": "ro.product.model", "manufacturer": "ro.product.manufacturer",
          "android": "ro.build.version.release"}
 
 
+# What one GPU buffer may hold when a profile knows no measured figure: WebGPU's default
+# maxStorageBufferBindingSize, which LiteRT's GPU backend (over WebGPU) is held to
+DEFAULT_GPU_MAX_BUFFER = 128 * 2**20
+DEFAULT_GPU_MAX_BUFFER_SOURCE = "WebGPU's default maxStorageBufferBindingSize (no measured figure)"
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
@@ -22,6 +28,8 @@ class DeviceProfile:
     model_prefixes: tuple[str, ...]
     socs: dict[str, str]
     board_platforms: tuple[str, ...]
+    gpu_max_buffer_bytes: int = DEFAULT_GPU_MAX_BUFFER  # the largest tensor its GPU takes
+    gpu_max_buffer_source: str = DEFAULT_GPU_MAX_BUFFER_SOURCE
 
 
 def profile_names() -> list[str]:
@@ -53,8 +61,13 @@ def load_profile(name: str) -> DeviceProfile:
         raise UserError(f"{path}: the device profile lacks {', '.join(wrong)} (or has the "
                         f"wrong type there); every profile needs {', '.join(KEYS)}, as "
                         f"{PROFILES / 's22.json'} has")
+    limit = data.get("gpu_max_buffer_bytes", DEFAULT_GPU_MAX_BUFFER)
+    if type(limit) is not int or limit <= 0:
+        raise UserError(f"{path}: gpu_max_buffer_bytes must be a positive integer (bytes), "
+                        f"not {limit!r}")
     return DeviceProfile(data["name"], data["description"], tuple(data["model_prefixes"]),
-                         dict(data["socs"]), tuple(data["board_platforms"]))
+                         dict(data["socs"]), tuple(data["board_platforms"]), limit,
+                         str(data.get("gpu_max_buffer_source", DEFAULT_GPU_MAX_BUFFER_SOURCE)))
 
 
 def device_info(adb: Adb) -> dict[str, str]:

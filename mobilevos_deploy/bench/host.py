@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..model.graphs import tflite_file
 from ..proc import child_setup
 
 ENGINES = ("tflite", "tflite-gpu", "onnx", "torch")
@@ -50,9 +51,9 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
         def load():
             from ai_edge_litert.interpreter import Interpreter
 
-            interpreter = Interpreter(model_path=str(folder / f"step_{precision}.tflite"),
+            interpreter = Interpreter(model_path=str(folder / tflite_file(precision)),
                                       num_threads=threads)
-            runner = interpreter.get_signature_runner("serving_default")
+            runner = interpreter.get_signature_runner("step")
             feeds = _inputs(manifest, "tflite")
             return lambda: runner(**feeds)
         return load
@@ -62,8 +63,8 @@ def _loader(folder: Path, manifest: dict, engine: str, precision: str,
             from ..runtime.gpu import GpuSession
 
             session = GpuSession()
-            path = folder / f"step_{precision}.tflite"
-            report = session.load("step", path, enforce_f32=False)
+            path = folder / tflite_file(precision)
+            report = session.load("model", path, enforce_f32=False)
             refused = delegation_rows({path.name: report})
             if refused:
                 raise UserError("LiteRT's GPU accelerator refuses ops of the step:\n"
@@ -108,7 +109,7 @@ class _GpuCall:
         self.session, self.feeds = session, feeds
 
     def times(self, count: int) -> list[float]:
-        return self.session.time("step", self.feeds, 0, count)["times_ms"]
+        return self.session.time("model", self.feeds, 0, count, signature="step")["times_ms"]
 
     def extra(self) -> dict:
         adapter = self.session.adapter
@@ -120,7 +121,8 @@ def measure(folder: Path, engine: str, precision: str, threads: int, warmup: int
             runs: int) -> dict:
     from ..export.artifact.verify import graph_files, read_export
 
-    manifest = read_export(folder, graph_files(engine, precision)[1:])  # the step it times
+    # the file holding the step it times
+    manifest = read_export(folder, graph_files(engine, precision, ("step",)))
     load = _loader(folder, manifest, engine, precision, threads)
     start = time.perf_counter()
     call = load()

@@ -1,6 +1,6 @@
 """Per-operator latency of a TFLite graph on this machine's LiteRT interpreter.
 
-    python -m mobilevos_deploy.bench.op_profile MODEL.tflite [--threads 2] [--runs 5] [--top 15]
+    python -m mobilevos_deploy.bench.op_profile MODEL.tflite [--signature step] [--threads 2]
 
 The Python LiteRT interpreter has no op profiler (that lives in ``benchmark_model``), so
 each operator is cut out into a one-op model: same operator code, options and constant
@@ -166,12 +166,18 @@ def _median_ms(content: bytes, threads: int, runs: int) -> float:
     return statistics.median(times)
 
 
-def profile_ops(model: Path, threads: int = 2, runs: int = 5) -> OpProfile:
-    buf = model.read_bytes()
+def profile_ops(model: Path, threads: int = 2, runs: int = 5,
+                signature: str = "step") -> OpProfile:
+    """Per-op times of one graph: ``signature`` of the export's model, or a one-graph file."""
+    from ..export.build.merge import extract_graph
+
+    whole = model.read_bytes()
+    buf = extract_graph(whole, signature)
     ops = [OpTime(index, name, shape, 0.0, True) if content is None else
            OpTime(index, name, shape, _median_ms(content, threads, runs))
            for index, name, shape, content in one_op_models(buf)]
-    return OpProfile(str(model), threads, _median_ms(buf, threads, runs), ops)
+    label = str(model) if buf is whole else f"{model} ({signature})"
+    return OpProfile(label, threads, _median_ms(buf, threads, runs), ops)
 
 
 def format_profile(profile: OpProfile, top: int = 15) -> str:
@@ -199,9 +205,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--signature", default="step",
+                        help="the graph of a multi-signature model (default: step)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    print(format_profile(profile_ops(args.model, args.threads, args.runs), args.top))
+    print(format_profile(profile_ops(args.model, args.threads, args.runs, args.signature),
+                         args.top))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""export_model: one (student, queue, size) → ONNX + TFLite fp32/fp16, gated, with a manifest.
+"""export_model: one (student, queue, size) → ONNX graphs + one TFLite model per precision
+(fp32, fp16), every graph a signature of it, gated, with a manifest.
 
 The recipe, over one ``Reference`` built once (gates/reference.py):
   1. every shipped graph, and the gates' probe, as ONNX (build/onnx.py)
   2. ONNX → TFLite fp32 and fp16 in TensorFlow children (build/convert.py), while PyTorch
-     builds the reference
-  3. once converted, LiteRT's GPU accelerator and TensorFlow 2.17's analyzer on the TFLite
-     files, in threads of their own (gates/gpu.py, gates/analyzer.py)
+     builds the reference; once converted, each precision's graphs merged into one model
+     (build/merge.py)
+  3. then LiteRT's GPU accelerator and TensorFlow 2.17's analyzer on the models, in
+     threads of their own (gates/gpu.py, gates/analyzer.py)
   4. the gates on PyTorch and ONNX Runtime (gates/cpu.py)
   5. the gates on the TFLite files
   6. nothing is written unless every gate passed; then the files are re-checked, the
@@ -30,7 +32,13 @@ import torch
 from ..errors import UserError
 from ..files import real_out
 from ..model.checkpoint import ChosenStudent
-from ..model.graphs import GRAPH_REVISION, graph_module, graph_specs, shipped_graphs
+from ..model.graphs import (
+    GRAPH_REVISION,
+    graph_module,
+    graph_specs,
+    shipped_graphs,
+    tflite_file,
+)
 from ..model.profile import check_memory
 from ..model.stages import STRIDE
 from ..proc import reuse_freed_memory
@@ -42,19 +50,23 @@ from .artifact.manifest import (
     feeds,
     file_table,
     io_spec,
+    models,
     tool_versions,
     verify_written,
 )
 from .build.convert import Conversion
+from .build.litert_torch import LitertTorchConversion
 from .build.onnx import export_onnx
 from .gates import cpu
 from .gates.analyzer import GpuReport, gpu_delegate_gate
-from .gates.gpu import gpu_run_gate
+from .gates.gpu import BufferLimit, buffer_gate, gpu_run_gate
 from .gates.parity import GateError, GateResult
 from .gates.reference import Reference
 from .summary import summary
 
 PRECISIONS = ("fp32", "fp16")
+CONVERTERS = ("onnx2tf", "litert-torch")
+DEFAULT_CONVERTER = "onnx2tf"
 T = TypeVar("T")
 __all__ = ["PRECISIONS", "ExportResult", "GateError", "default_folder_name", "export_model",
            "shipped_graphs"]
@@ -109,9 +121,18 @@ class _Clock:
 
 def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, folder: Path, *,
                  precisions: Sequence[str] = PRECISIONS, allow_cpu_fallback: bool = False,
-                 objects: bool = True) -> ExportResult:
+                 objects: bool = True, gpu_buffer: BufferLimit | None = None,
+                 converter: str = DEFAULT_CONVERTER) -> ExportResult:
     """Export, gate and write ``folder`` (replaced whole, or left untouched on failure).
-    ``objects``: ship the K-object graphs (runtime/loop.py) beside init and step."""
+    ``objects``: ship the K-object graphs (runtime/loop.py) beside init and step.
+    ``gpu_buffer``: the target GPU's largest buffer (default: the s22 profile's figure,
+    WebGPU's default 128 MiB). ``converter``: "onnx2tf" (ONNX → TensorFlow → TFLite) or
+    "litert-torch" (PyTorch → TFLite); the gates are the same for both."""
+    if converter not in CONVERTERS:
+        raise UserError(f"unknown converter {converter!r}; choose one of "
+                        f"{', '.join(CONVERTERS)}")
+    gpu_buffer = gpu_buffer or BufferLimit(128 * 2**20, "WebGPU's default "
+                                           "maxStorageBufferBindingSize (no measured figure)")
     clock, warnings = _Clock(), []
     reuse_freed_memory()
     unknown = sorted(set(precisions) - set(PRECISIONS))
@@ -137,9 +158,14 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
             export_onnx(graph_module(student, queue, name), specs[name], path)
         clock.lap("onnx")
 
-        # 2. ONNX → TFLite in TensorFlow children, while PyTorch builds the reference
-        conversion = Conversion({n: (p, specs[n]) for n, p in onnx_files.items()}, work,
-                                fp32_only=frozenset({"probe"}))
+        # 2. → TFLite in converter children, while PyTorch builds the reference
+        if converter == "onnx2tf":
+            conversion = Conversion({n: (p, specs[n]) for n, p in onnx_files.items()}, work,
+                                    fp32_only=frozenset({"probe"}), shipped=shipped)
+        else:
+            conversion = LitertTorchConversion(
+                {n: graph_module(student, queue, n) for n in (*shipped, "probe")}, specs,
+                shipped, work)
         converted: Future = Future()
         ref = None
         with ThreadPoolExecutor(2) as pool:
@@ -153,12 +179,12 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
                 # 3. once converted: the GPU accelerator and the analyzer, in threads
                 on_gpu = pool.submit(_when_converted, conversion, converted, lambda tfl:
                                      clock.timed("gpu_run", gpu_run_gate,
-                                                 _files(tfl, precisions, shipped), specs,
+                                                 _models(tfl, precisions), specs,
                                                  ref.for_gpu(), allow_cpu_fallback,
-                                                 warnings, work))
+                                                 warnings, work),
+                                     )
                 analyzer = pool.submit(lambda: gpu_delegate_gate(
-                    _files(converted.result(), precisions, shipped), allow_cpu_fallback,
-                    warnings))
+                    _models(converted.result(), precisions), allow_cpu_fallback, warnings))
 
                 # 4. the gates on PyTorch and ONNX Runtime
                 gates = _onnx_gates(ref, onnx_files, clock)
@@ -167,14 +193,16 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
                 # 5. the gates on the TFLite files
                 tfl = converted.result()
                 clock.lap("convert_wait")
-                for path in _files(tfl, precisions, shipped):
+                for path in _models(tfl, precisions):
                     shutil.copyfile(path, staging / path.name)
                     try:
-                        check_io(staging / path.name, specs[path.stem.split("_")[0]])
+                        for graph in shipped:
+                            check_io(staging / path.name, specs[graph])
                     except AssertionError as exc:
-                        raise GateError(f"the converted file is not the graph declared: "
+                        raise GateError(f"the converted model is not the graphs declared: "
                                         f"{exc}; nothing was written") from None
                 gates += _tflite_gates(ref, tfl, gates, clock)
+                gates.append(buffer_gate(_models(tfl, precisions), gpu_buffer))
                 clock.lap("tflite_gates")
 
                 gpu, gpu_check_entry = analyzer.result()
@@ -194,7 +222,7 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
                             f"failed {len(failed)} gate(s); nothing was written:\n{rows}")
         shutil.rmtree(work)
         try:
-            verify_written(staging, specs)
+            verify_written(staging, specs, list(shipped))
         except Exception as exc:  # the ONNX checker's, the interpreter's or our own
             raise GateError(f"a written file failed its final check ({type(exc).__name__}: "
                             f"{exc}); nothing was written") from None
@@ -207,8 +235,10 @@ def export_model(chosen: ChosenStudent, queue: int, height: int, width: int, fol
             "size": [height, width],
             "precisions": list(precisions),
             "graphs": {n: io_spec(specs[n]) for n in shipped},
+            "models": models(staging, 2 * sum(p.numel() for p in student.parameters())),
             "feeds": feeds(specs["step"]),
             "files": file_table(staging),
+            "converter": {"name": converter, **conversion.versions},
             "tools": tool_versions(),
             "gates": {g.name: {"passed": g.passed, **g.figures} for g in gates},
             "gpu_check": gpu_check_entry,
@@ -246,12 +276,20 @@ def _onnx_gates(ref: Reference, onnx_files: dict[str, Path], clock: _Clock) -> l
 def _tflite_gates(ref: Reference, tfl: dict[str, Path], gates: list[GateResult],
                   clock: _Clock) -> list[GateResult]:
     """TFLite fp32 added to the step-parity (and objects-parity) gate in ``gates``; the
-    rollouts of TFLite fp32 and fp16, one object and two."""
-    run = {p: {g: tflite_runner(tfl[f"{g}_{p}"], ref.specs[g]) for g in ref.specs
-               if f"{g}_{p}" in tfl} for p in ("fp32", "fp16")}
+    rollouts of TFLite fp32 and fp16, one object and two, on the merged models' signatures
+    (the probe, never shipped, from its own file)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    run: dict[str, dict] = {}
+    for p in ("fp32", "fp16"):
+        model = tfl[tflite_file(p)]
+        interpreter = Interpreter(model_path=str(model), num_threads=2)
+        run[p] = {g: tflite_runner(model, ref.specs[g], interpreter=interpreter)
+                  for g in interpreter.get_signature_list()}
     by_name = {g.name: g for g in gates}
+    probe = tflite_runner(tfl["probe_fp32"], ref.specs["probe"])
     cpu.merge(by_name["step_parity"], clock.timed("step_parity", cpu.step_parity, ref,
-                                                  {"tflite32": run["fp32"]["probe"]}))
+                                                  {"tflite32": probe}))
     more = [clock.timed("rollout_tflite_fp32", cpu.fp32_rollout, "rollout_tflite_fp32", ref,
                         run["fp32"]["init"], run["fp32"]["step"]),
             clock.timed("rollout_tflite_fp16", cpu.fp16_rollout, "rollout_tflite_fp16", ref,
@@ -269,13 +307,12 @@ def _tflite_gates(ref: Reference, tfl: dict[str, Path], gates: list[GateResult],
     return more
 
 
-def _files(tfl: dict[str, Path], precisions: Sequence[str],
-           shipped: Sequence[str]) -> list[Path]:
-    """The converted files that ship: every shipped graph in each precision."""
-    return [tfl[f"{name}_{precision}"] for name in shipped for precision in precisions]
+def _models(tfl: dict[str, Path], precisions: Sequence[str]) -> list[Path]:
+    """The merged models that ship, one per precision."""
+    return [tfl[tflite_file(p)] for p in precisions]
 
 
-def _when_converted(conversion: Conversion, converted: Future, then):
+def _when_converted(conversion, converted: Future, then):
     """Waits for the conversion (only here), hands its files to ``converted``, runs
     ``then`` on them."""
     try:

@@ -68,6 +68,14 @@ def summary(manifest: dict, seconds: dict[str, float], folder: Path) -> str:
     else:
         lines.append(f"  GPU accelerator  {run['verdict']}")
     lines.append(f"  GPU analyzer     {manifest['gpu_check']['verdict']} (TensorFlow 2.17)")
+    if "gpu_buffers" in g:
+        b = g["gpu_buffers"]
+        largest = max(v for k, v in b.items() if k.endswith(".largest_bytes"))
+        lines.append(f"  GPU buffers      largest tensor {largest / 2**20:.1f} MiB, limit "
+                     f"{b['limit_bytes'] / 2**20:.0f} MiB ({b['device']}: {b['source']})")
+    for name, m in manifest.get("models", {}).items():
+        lines.append(f"  {name}  {m['bytes'] / 1e6:.2f} MB, {m['vs_fp16_weights']:.2f}x the "
+                     f"student's weights in fp16; signatures {', '.join(m['signatures'])}")
     lines.append("  files            " + ", ".join(manifest["files"]))
     lines.append("  seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     cpu = {k: v for k, v in manifest.get("seconds", {}).get("cpu", {}).items() if v is not None}

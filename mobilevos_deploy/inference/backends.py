@@ -13,9 +13,12 @@ encoded once, each object segmented against its memory, the probabilities aggreg
 each memory written from its aggregated probability with the other objects' sum. One
 object runs the single-object pair (init, step) on every backend.
 
-``tflite-gpu`` runs the TFLite files on LiteRT's GPU accelerator (runtime/gpu.py) on
+``tflite-gpu`` runs the TFLite model on LiteRT's GPU accelerator (runtime/gpu.py) on
 whatever Vulkan device is present, with precision loss allowed as on a phone; ``device``
 names it, and a software device (SwiftShader) is no GPU: its latency is not a GPU figure.
+With one object its state never leaves the accelerator: the worker binds the step's state
+outputs as the next step's inputs (two sets of buffers, swapped each frame) and reads back
+only the probability; the caller holds the token ``ON_ACCELERATOR`` as the state.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from ..errors import UserError
 from ..export.artifact.verify import graph_files, read_export, verify_files
 from ..model.checkpoint import manifest_student, student_for
-from ..model.graphs import SINGLE_GRAPHS, GraphSpec, multi_graphs
+from ..model.graphs import SINGLE_GRAPHS, GraphSpec, multi_graphs, tflite_file
 from ..model.memory import MemoryState
 from ..model.objects import first_inputs, memory_inputs
 from ..model.profile import check_memory
@@ -107,6 +110,9 @@ class GraphBackend:
     device: str = "cpu"
     _runners: dict[str, Callable] = field(init=False, repr=False, default_factory=dict)
     _session: object = field(init=False, repr=False, default=None)
+    _interpreter: object = field(init=False, repr=False, default=None)
+    # tflite-gpu, one object: per step, what the worker read back and the buffers it used
+    stream_log: list[dict] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.height, self.width = self.manifest["size"]
@@ -115,30 +121,40 @@ class GraphBackend:
         self._open(SINGLE_GRAPHS)
 
     def _open(self, graphs: tuple[str, ...]) -> None:
+        """Runners for ``graphs``: an ONNX Runtime session a graph, or signatures of the
+        precision's one TFLite model, opened once (one interpreter, or one GPU model)."""
         from ..runtime.runners import gpu_runner, onnx_runner, tflite_runner
 
         specs = {g: _spec(self.manifest, g) for g in graphs if g not in self._runners}
-        paths = {g: self.folder / name for g, name in zip(
-            specs, graph_files(self.name, self.precision, tuple(specs)), strict=True)}
-        if self.name != "tflite-gpu":
-            make = onnx_runner if self.name == "onnx" else tflite_runner
-            self._runners.update({g: make(paths[g], specs[g], self.threads) for g in specs})
+        if self.name == "onnx":
+            self._runners.update({g: onnx_runner(self.folder / f"{g}.onnx", specs[g],
+                                                 self.threads) for g in specs})
+            return
+        path = self.folder / tflite_file(self.precision)
+        if self.name == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            if self._interpreter is None:
+                self._interpreter = Interpreter(model_path=str(path), num_threads=self.threads)
+            self._runners.update({g: tflite_runner(path, specs[g],
+                                                   interpreter=self._interpreter)
+                                  for g in specs})
             return
         from ..export.gates.gpu import delegation_rows
         from ..runtime.gpu import GpuSession
 
         if self._session is None:
             self._session = GpuSession()
-        reports = {paths[g].name: self._session.load(g, paths[g], enforce_f32=False)
-                   for g in specs}
-        refused = delegation_rows(reports)
-        if refused:
-            self._session.close()
-            raise UserError("LiteRT's GPU accelerator does not run these ops of the export:\n"
-                            + "\n".join(refused) + "\nRun it with --backend tflite instead.")
+            report = self._session.load("model", path, enforce_f32=False)
+            refused = delegation_rows({path.name: report})
+            if refused:
+                self._session.close()
+                raise UserError("LiteRT's GPU accelerator does not run these ops of the "
+                                "export:\n" + "\n".join(refused)
+                                + "\nRun it with --backend tflite instead.")
         adapter = self._session.adapter
         self.device = adapter.describe() if adapter else "unknown GPU device"
-        self._runners.update({g: gpu_runner(self._session, g, specs[g]) for g in specs})
+        self._runners.update({g: gpu_runner(self._session, "model", specs[g]) for g in specs})
 
     def _multi(self) -> dict[str, Callable]:
         graphs = multi_graphs(self.queue)
@@ -152,6 +168,9 @@ class GraphBackend:
         return self._runners
 
     def init(self, frame: np.ndarray, masks: list[np.ndarray]) -> list[State]:
+        if len(masks) == 1 and self.name == "tflite-gpu":  # the state stays on the GPU
+            self._session.stream_start("model", _nhwc(frame), _nhwc(masks[0]))
+            return [ON_ACCELERATOR]
         if len(masks) == 1:
             out = self._runners["init"]({"frame": frame, "mask": masks[0]})
             return [_state(out, STATE_NAMES)]
@@ -159,6 +178,10 @@ class GraphBackend:
 
     def step(self, frame: np.ndarray, states: list[State]) -> tuple[list[np.ndarray],
                                                                    list[State]]:
+        if states == [ON_ACCELERATOR]:
+            prob, info = self._session.stream_step("model", _nhwc(frame))
+            self.stream_log.append(info)
+            return [prob[0, :, :, 0]], [ON_ACCELERATOR]
         if len(states) == 1:
             out = self._runners["step"]({"frame": frame,
                                          **dict(zip(STATE_NAMES, states[0], strict=True))})
@@ -170,6 +193,15 @@ class GraphBackend:
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
+
+
+# One object on tflite-gpu: its state lives in the GPU worker's tensor buffers (the model's
+# step outputs become its next inputs there), so the caller holds only this token
+ON_ACCELERATOR: State = ()
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def _state(out: dict[str, np.ndarray], names: tuple[str, ...] | list[str]) -> State:

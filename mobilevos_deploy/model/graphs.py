@@ -35,7 +35,8 @@ NEXT = "next_"  # prefix of the outputs that feed back as the state inputs
 # 3: the key-norm term of the read-out scaled before it is squared (fp16 headroom); at
 # queue 1 the pass-through state is a tensor of its own (stages.pass_through). 4: the
 # K-object graphs (encode, start, segment, memorize) beside an unchanged init and step.
-GRAPH_REVISION = 4
+# 5: the shipped graphs as signatures of one TFLite model per precision (tflite_file).
+GRAPH_REVISION = 5
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,13 @@ def shipped_graphs(queue: int, objects: bool = True) -> tuple[str, ...]:
     """The graphs an export ships: init and step, and the K-object loop's unless
     ``objects`` is off (mvos-export --single-object)."""
     return graph_names(queue, "single", *(("objects",) if objects else ()))
+
+
+def tflite_file(precision: str) -> str:
+    """The one TFLite model of a precision ("fp32", "fp16") in an export folder: every
+    shipped graph is one of its signatures, keyed by the graph's name, over one set of
+    weights (export/build/merge.py)."""
+    return f"model_{precision}.tflite"
 
 
 def config_specs(cfg: StudentConfig, queue: int, height: int,

@@ -18,7 +18,7 @@ from ..nn.mobilenetv2 import InvertedResidual, MobileNetV2Trunk
 from ..nn.readout import MemoryReadout
 from ..nn.resnet18 import BasicBlock, ResNet18Trunk
 from .config import StudentConfig
-from .memory import initial_state
+from .memory import computed_zeros, initial_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,8 +156,8 @@ class Student(nn.Module):
         """prob: B x 1 x H x W object probability, others: B x 1 x H x W the other objects'
         summed probability (STCN's second channel; zero when there is one object)
         → B x Cv x h x w value."""
-        if others is None:
-            others = torch.zeros_like(prob)
+        if others is None:  # computed, not a constant the converter stores (H x W of zeros)
+            others = computed_zeros(prob)
         return self.value_encoder(torch.cat([prob, others], dim=1), key_f16)
 
 

@@ -37,14 +37,23 @@ class MemoryReadout(nn.Module):
     always h*w x h*w). So the memory axis N and the query axis P are padded, when needed,
     with a few positions that cannot collide: empty memory slots (excluded as above) and
     zero queries whose read-out is cropped away.
+
+    No intermediate may exceed ``max_tensor_bytes`` (fp32) either: a phone GPU holds each
+    tensor in one buffer, and WebGPU's default limit on one is 128 MiB. At 480x864 and
+    queue 20 one P x N affinity is 1620 x 32400, 200 MiB. So the query axis is cut into T
+    equal tiles, as few as keep each tile's P/T x N affinity within the limit, and each
+    tile is read out on its own: the softmax runs over N, within a row, so every row is
+    what the untiled read-out computes. T is 1 wherever the affinity fits.
     """
 
     EMPTY_PENALTY = 1e4
+    MAX_TENSOR_BYTES = 128 * 2**20  # WebGPU's default maxStorageBufferBindingSize
 
-    def __init__(self, key_dim: int) -> None:
+    def __init__(self, key_dim: int, max_tensor_bytes: int | None = None) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(key_dim)
         self.compute_dtype = torch.float32
+        self.max_tensor_bytes = max_tensor_bytes or self.MAX_TENSOR_BYTES
 
     def forward(
         self,
@@ -57,7 +66,9 @@ class MemoryReadout(nn.Module):
         cv, n, p = _static(mem_value.shape[1]), _static(mem_key.shape[2]), _static(h * w)
         ck = _static(ck)
         n_pad = distinct_size(n, {ck, ck + 1, cv}) - n
-        p_pad = distinct_size(p, {ck, ck + 1, cv, n + n_pad}) - p
+        tiles, tile = query_tiles(p, n + n_pad, {ck, ck + 1, cv, n + n_pad},
+                                  self.max_tensor_bytes)
+        p_pad = tiles * tile - p
         dtype = torch.promote_types(query_key.dtype, self.compute_dtype)
         mk = _pad_last(_as(mem_key, dtype), n_pad)  # B x Ck x N
         valid = _pad_last(_as(valid, dtype), n_pad)  # B x 1 x N
@@ -68,10 +79,14 @@ class MemoryReadout(nn.Module):
         mk = torch.cat([mk, bias], dim=1)  # B x (Ck+1) x N
         q = _pad_last(_as(query_key, dtype).reshape(b, ck, p), p_pad) * (2.0 * self.scale)
         q = torch.cat([q, torch.ones_like(q[:, :1])], dim=1)  # B x (Ck+1) x P
-        logits = torch.bmm(q.transpose(1, 2), mk)  # B x P x N
-        weights = torch.softmax(logits, dim=2)  # B x P x N
-        mv = _pad_last(_as(mem_value, dtype), n_pad)  # B x Cv x N
-        out = torch.bmm(weights, mv.transpose(1, 2))  # B x P x Cv
+        mv = _pad_last(_as(mem_value, dtype), n_pad).transpose(1, 2)  # B x N x Cv
+        parts = []
+        for t in range(tiles):  # P = tiles x tile, each tile's read-out on its own
+            q_t = q[:, :, t * tile : (t + 1) * tile] if tiles > 1 else q
+            logits = torch.bmm(q_t.transpose(1, 2), mk)  # B x tile x N
+            weights = torch.softmax(logits, dim=2)  # B x tile x N
+            parts.append(torch.bmm(weights, mv))  # B x tile x Cv
+        out = torch.cat(parts, dim=1) if tiles > 1 else parts[0]  # B x P x Cv
         if p_pad:
             out = out[:, :p]
         # B x h x w x Cv is already the runtimes' NHWC; a transpose right after the product
@@ -79,6 +94,26 @@ class MemoryReadout(nn.Module):
         # XNNPACK repack the whole P x N weights on every call (3x slower at queue 20)
         out = out.reshape(b, h, w, cv).permute(0, 3, 1, 2)  # B x Cv x h x w
         return _as(out, mem_value.dtype)
+
+
+def query_tiles(p: int, n: int, taken: set[int], max_bytes: int) -> tuple[int, int]:
+    """(tiles, tile size) for ``p`` query positions against ``n`` memory positions: the
+    fewest equal tiles whose tile x n fp32 affinity fits in ``max_bytes``, the tile size
+    distinct from ``taken`` and from ``n`` (tiles x tile >= p; the rest is padding). At
+    most MAX_TILES: a size that needs more is far beyond any phone's memory, and the
+    export's gpu_buffers gate names the tensor that does not fit."""
+    bad = taken | {n}
+    tiles = max(1, min(MAX_TILES, -(-(p * n * 4) // max_bytes)))
+    while True:
+        tile = -(-p // tiles)
+        while tile in bad or tile == 1 or tiles * tile in bad:
+            tile += 1
+        if tile * n * 4 <= max_bytes or tile <= 2 or tiles >= MAX_TILES:
+            return tiles, tile
+        tiles += 1
+
+
+MAX_TILES = 64
 
 
 def distinct_size(size: int, taken: set[int]) -> int:

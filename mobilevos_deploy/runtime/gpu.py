@@ -67,6 +67,7 @@ class LoadReport:
     unsupported: list[dict] = field(default_factory=list)  # {"op", "reason"}
     error: str | None = None
     compile_s: float = 0.0
+    signatures: list[str] = field(default_factory=list)
 
 
 def worker_env() -> dict[str, str]:
@@ -172,16 +173,30 @@ class GpuSession:
             raise UserError(f"LiteRT's GPU accelerator could not compile {Path(file).name}: "
                             f"{error}\n{self.log_tail()}")
         return LoadReport(Path(file).name, reply["fully_accelerated"], reply["unsupported"],
-                          error, reply["compile_s"])
+                          error, reply["compile_s"], list(reply.get("signatures", {})))
 
-    def run(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._call({"op": "run", "name": name}, inputs)[1]
+    def run(self, name: str, inputs: dict[str, np.ndarray],
+            signature: str | None = None) -> dict[str, np.ndarray]:
+        """One run of ``signature`` of the file loaded as ``name`` (None: its only one)."""
+        return self._call({"op": "run", "name": name, "signature": signature}, inputs)[1]
 
     def time(self, name: str, inputs: dict[str, np.ndarray], warmup: int,
-             runs: int) -> dict:
-        return self._call({"op": "time", "name": name, "warmup": warmup, "runs": runs},
-                          inputs)[0]
+             runs: int, signature: str | None = None) -> dict:
+        return self._call({"op": "time", "name": name, "signature": signature,
+                           "warmup": warmup, "runs": runs}, inputs)[0]
 
+
+    def stream_start(self, name: str, frame: np.ndarray, mask: np.ndarray) -> list[str]:
+        """Start the one-object loop on the model loaded as ``name`` with its state kept on
+        the accelerator (gpu_worker.py); returns the state's tensor names. NHWC arrays."""
+        return self._call({"op": "stream_start", "name": name},
+                          {"frame": frame, "mask": mask})[0]["state"]
+
+    def stream_step(self, name: str, frame: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One step of that loop: the probability (NHWC), and what the worker read back and
+        which state buffers the run used (``{"read": [...], "buffers": {"in", "out"}}``)."""
+        reply, out = self._call({"op": "stream_step", "name": name}, {"frame": frame})
+        return out["prob"], reply
 
     def peak_memory_mb(self) -> float:
         """The worker's peak resident memory (a software device's buffers are host memory)."""
@@ -189,14 +204,26 @@ class GpuSession:
 
 
 def largest_tensor(path: Path) -> tuple[int, str]:
-    """(bytes at fp32, name) of the largest tensor of a TFLite file: what one GPU buffer
-    must hold. LiteRT's accelerator refuses, at compile time, a tensor beyond the device's
-    largest allocation (seen: "RESOURCE_EXHAUSTED: Requested allocation size - 1280000000
-    bytes. Max allocation size for this GPU - 1073741824 bytes" on SwiftShader)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """(bytes at fp32, "signature/tensor") of the largest tensor of a TFLite file, over
+    every subgraph: what one GPU buffer must hold. LiteRT's accelerator refuses, at compile
+    time, a tensor beyond the device's largest allocation (seen: "RESOURCE_EXHAUSTED:
+    Requested allocation size - 1280000000 bytes. Max allocation size for this GPU -
+    1073741824 bytes" on SwiftShader)."""
+    from ai_edge_litert import schema_py_generated as fb
 
-    details = Interpreter(model_path=str(path)).get_tensor_details()
-    return max((int(np.prod(d["shape"])) * 4, d["name"]) for d in details)
+    model = fb.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    names = {}
+    for i in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(i)
+        names[sig.SubgraphIndex()] = sig.SignatureKey().decode()
+    best = (0, "")
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            size = int(np.prod(tensor.ShapeAsNumpy())) * 4 if tensor.ShapeLength() else 4
+            best = max(best, (size, f"{names.get(g, g)}/{tensor.Name().decode()}"))
+    return best
 
 
 def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
@@ -204,7 +231,7 @@ def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
     and (very large) a graph no device can allocate."""
     from ai_edge_litert import schema_py_generated as fb
 
-    from ..export.build.flatbuf import pack_model, serving_signature
+    from ..export.build.flatbuf import pack_model, signature
 
     def tensor(name: str):
         t = fb.TensorT()
@@ -222,7 +249,7 @@ def add_model(shape: tuple[int, ...] = (1, 1, 1, 4)) -> bytes:
     model = fb.ModelT()
     model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
     model.buffers = [fb.BufferT()]
-    model.signatureDefs = [serving_signature(fb, [("x", 0), ("y", 1)], [("z", 2)])]
+    model.signatureDefs = [signature(fb, "add", [("x", 0), ("y", 1)], [("z", 2)])]
     model.description = "mobilevos-deploy one-ADD model"
     return pack_model(model, 1024)
 

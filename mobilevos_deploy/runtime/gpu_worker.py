@@ -12,13 +12,23 @@ Protocol: messages on stdin and stdout, each an 8-byte little-endian length and 
 other entries are arrays. Requests:
 
     {"op": "load", "name": N, "file": PATH, "enforce_f32": bool, "cpu_fallback": bool}
-        compile for the GPU alone (or GPU + CPU with cpu_fallback); the reply has
-        fully_accelerated, the ops the accelerator refused (parsed from its log), the
-        Vulkan adapter it selected, and compile seconds, or an error
-    {"op": "run", "name": N} + input arrays by signature name
-        one run; the reply carries the outputs by name and the run's seconds
-    {"op": "time", "name": N, "warmup": W, "runs": R} + input arrays
+        compile the file (every signature) for the GPU alone (or GPU + CPU with
+        cpu_fallback); the reply has fully_accelerated, the ops the accelerator refused
+        (parsed from its log), the Vulkan adapter it selected, the signatures and their
+        input shapes, and compile seconds, or an error
+    {"op": "run", "name": N, "signature": S} + input arrays by name
+        one run of signature S (may be left out when the file has one); the reply carries
+        the outputs by name and the run's seconds
+    {"op": "time", "name": N, "signature": S, "warmup": W, "runs": R} + input arrays
         W + R runs on the same buffers; the reply has each run's milliseconds
+    {"op": "stream_start", "name": N} + frame, mask
+        the one-object loop with its state kept on the accelerator: runs the init
+        signature and keeps its state outputs as the step's state inputs, in the
+        accelerator's own tensor buffers (nothing of the state comes back)
+    {"op": "stream_step", "name": N} + frame
+        one step: the frame in, the step's state outputs written into the buffers the
+        previous step read (two sets, swapped each frame), only ``prob`` read back; the
+        reply says which buffers were read and which state buffers each run used
     {"op": "memory"}
         this process's peak resident memory (VmHWM) in MB
     {"op": "quit"}
@@ -127,6 +137,7 @@ class Worker:
         self.env = cm.Environment.create(options=cm.EnvironmentOptions(
             runtime_path=os.path.dirname(os.path.abspath(cm.__file__))))
         self.models: dict[str, dict] = {}
+        self.streams: dict[str, dict] = {}
         self.adapter = None
 
     def load(self, req: dict, _arrays) -> tuple[dict, dict]:
@@ -155,17 +166,25 @@ class Worker:
         reply.update(unsupported=parsed["unsupported"], adapter=self.adapter,
                      fully_accelerated=bool(model is not None and model.is_fully_accelerated()))
         if model is not None:
-            sig = "serving_default"
-            self.models[req["name"]] = {
-                "model": model, "sig": sig,
-                "inputs": model.get_input_tensor_details(sig),
-                "outputs": model.get_output_tensor_details(sig)}
-            reply["inputs"] = {k: v["shape"] for k, v in self.models[req["name"]]["inputs"].items()}
+            sigs = {key: {"inputs": model.get_input_tensor_details(key),
+                          "outputs": model.get_output_tensor_details(key)}
+                    for key in model.get_signature_list()}
+            self.models[req["name"]] = {"model": model, "signatures": sigs}
+            reply["signatures"] = {key: {k: v["shape"] for k, v in sig["inputs"].items()}
+                                   for key, sig in sigs.items()}
         return reply, {}
 
-    def _buffers(self, name: str, arrays: dict[str, np.ndarray]):
-        entry = self.models[name]
-        model, sig = entry["model"], entry["sig"]
+    def _signature(self, req: dict) -> tuple[str, dict]:
+        sigs = self.models[req["name"]]["signatures"]
+        key = req.get("signature") or (next(iter(sigs)) if len(sigs) == 1 else None)
+        if key not in sigs:
+            raise KeyError(f"{req['name']}: no signature {key!r} (it has {', '.join(sigs)})")
+        return key, sigs[key]
+
+    def _buffers(self, req: dict, arrays: dict[str, np.ndarray]):
+        name = req["name"]
+        model = self.models[name]["model"]
+        sig, entry = self._signature(req)
         ins = {}
         for key, detail in entry["inputs"].items():
             if key not in arrays:
@@ -179,36 +198,71 @@ class Worker:
             buf.write(x)
             ins[key] = buf
         outs = {key: model.create_output_buffer_by_name(sig, key) for key in entry["outputs"]}
-        return ins, outs
+        return sig, ins, outs
 
-    def _read(self, name: str, outs) -> dict[str, np.ndarray]:
+    def _read(self, req: dict, outs) -> dict[str, np.ndarray]:
         result = {}
-        for key, detail in self.models[name]["outputs"].items():
+        for key, detail in self._signature(req)[1]["outputs"].items():
             shape = [int(d) for d in detail["shape"]]
             dtype = _DTYPES[str(detail["dtype"])]
             result[key] = outs[key].read(int(np.prod(shape)), dtype).reshape(shape)
         return result
 
     def run(self, req: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
-        entry = self.models[req["name"]]
-        ins, outs = self._buffers(req["name"], arrays)
+        model = self.models[req["name"]]["model"]
+        sig, ins, outs = self._buffers(req, arrays)
         start = time.perf_counter()
-        entry["model"].run_by_name(entry["sig"], ins, outs)
-        result = self._read(req["name"], outs)  # reading waits for the device
+        model.run_by_name(sig, ins, outs)
+        result = self._read(req, outs)  # reading waits for the device
         return {"seconds": time.perf_counter() - start}, result
 
     def time(self, req: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
-        entry = self.models[req["name"]]
-        ins, outs = self._buffers(req["name"], arrays)
+        model = self.models[req["name"]]["model"]
+        sig, ins, outs = self._buffers(req, arrays)
         times = []
         for _ in range(int(req["warmup"]) + int(req["runs"])):
             start = time.perf_counter()
-            entry["model"].run_by_name(entry["sig"], ins, outs)
-            self._read(req["name"], outs)
+            model.run_by_name(sig, ins, outs)
+            self._read(req, outs)
             times.append((time.perf_counter() - start) * 1e3)
         return {"times_ms": times[int(req["warmup"]):],
                 "warmup_ms": times[: int(req["warmup"])]}, {}
 
+
+    def stream_start(self, req: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
+        model = self.models[req["name"]]["model"]
+        sigs = self.models[req["name"]]["signatures"]
+        state_names = [k for k in sigs["step"]["inputs"] if k != "frame"]
+        ins, outs = self._buffers({**req, "signature": "init"}, arrays)[1:]
+        model.run_by_name("init", ins, outs)
+        # the step reads what init wrote: init's output buffers are the step's inputs
+        self.streams[req["name"]] = {
+            "state": {k: outs[k] for k in state_names}, "spare": None,
+            "frame": model.create_input_buffer_by_name("step", "frame"),
+            "prob": model.create_output_buffer_by_name("step", "prob"),
+            "shape": [int(d) for d in sigs["step"]["inputs"]["frame"]["shape"]],
+            "prob_shape": [int(d) for d in sigs["step"]["outputs"]["prob"]["shape"]]}
+        return {"state": state_names}, {}
+
+    def stream_step(self, req: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
+        model = self.models[req["name"]]["model"]
+        stream = self.streams[req["name"]]
+        if stream["spare"] is None:  # the second set, made once
+            stream["spare"] = {k: model.create_output_buffer_by_name("step", "next_" + k)
+                               for k in stream["state"]}
+        frame = np.ascontiguousarray(arrays["frame"], np.float32)
+        if list(frame.shape) != stream["shape"]:
+            raise ValueError(f"frame is {list(frame.shape)}, the step takes {stream['shape']}")
+        stream["frame"].write(frame)
+        state, spare = stream["state"], stream["spare"]
+        model.run_by_name("step", {"frame": stream["frame"], **state},
+                          {"prob": stream["prob"], **{"next_" + k: b for k, b in spare.items()}})
+        used = {"in": {k: id(b) for k, b in state.items()},
+                "out": {k: id(b) for k, b in spare.items()}}
+        stream["state"], stream["spare"] = spare, state  # swap: no copy, no read
+        shape = stream["prob_shape"]
+        prob = stream["prob"].read(int(np.prod(shape)), np.float32).reshape(shape)
+        return {"read": ["prob"], "buffers": used}, {"prob": prob}
 
     def memory(self, _req: dict, _arrays) -> tuple[dict, dict]:
         with open("/proc/self/status") as fh:

@@ -160,11 +160,15 @@ def _from_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
 
 
-def tflite_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
+def tflite_runner(path: Path, spec: GraphSpec, threads: int = 2, interpreter=None) -> Runner:
+    """The graph's signature (keyed by its name) of a TFLite file: the export's one model,
+    or a one-graph file. ``interpreter``: one already open on ``path``, whose other
+    signatures other runners use (each signature has a subgraph, and tensors, of its own)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    runner = interpreter.get_signature_runner("serving_default")
+    if interpreter is None:
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    runner = _signature(interpreter, path, spec.name)
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = runner(**{n: _to_nhwc(inputs[n]) for n in spec.input_names})
@@ -173,11 +177,19 @@ def tflite_runner(path: Path, spec: GraphSpec, threads: int = 2) -> Runner:
     return run
 
 
-def check_io(path: Path, spec: GraphSpec) -> None:
-    """The TFLite signature has the declared names, and shapes in the declared layouts."""
+def _signature(interpreter, path: Path, key: str):
+    keys = list(interpreter.get_signature_list())
+    if key not in keys:
+        raise AssertionError(f"{path.name}: no signature {key!r} (it has {', '.join(keys)})")
+    return interpreter.get_signature_runner(key)
+
+
+def check_io(path: Path, spec: GraphSpec, interpreter=None) -> None:
+    """The file's signature of the graph (keyed by its name) has the declared names, and
+    shapes in the declared layouts."""
     from ai_edge_litert.interpreter import Interpreter
 
-    sig = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    sig = _signature(interpreter or Interpreter(model_path=str(path)), path, spec.name)
     inputs, outputs = sig.get_input_details(), sig.get_output_details()
     aliased = {d["index"] for d in inputs.values()} & {d["index"] for d in outputs.values()}
     if aliased:  # a runtime binding one buffer per signature tensor computes from garbage
@@ -195,10 +207,11 @@ def check_io(path: Path, spec: GraphSpec) -> None:
 
 
 def gpu_runner(session, name: str, spec: GraphSpec) -> Runner:
-    """A file already loaded into a ``gpu_run.GpuSession`` under ``name``, as a Runner."""
+    """The graph's signature of a file already loaded into a ``GpuSession`` under ``name``."""
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = session.run(name, {n: _to_nhwc(inputs[n]) for n in spec.input_names})
+        outs = session.run(name, {n: _to_nhwc(inputs[n]) for n in spec.input_names},
+                           signature=spec.name)
         return {n: _from_nhwc(outs[n]) for n in spec.output_names}
 
     return run

@@ -1,6 +1,8 @@
 """Stand-in for TFLite's benchmark_model (tests only): runs the model with the host's
-LiteRT interpreter and prints in the official tool's format. MVOS_FAKE_PARTIAL=1 makes it
-report a partial GPU delegation, as the real tool does for unsupported ops."""
+LiteRT interpreter and prints in the official tool's format. As the real tool, it runs the
+signature ``--signature_to_run_for_benchmark`` names, and without that flag the first
+subgraph. MVOS_FAKE_PARTIAL=1 makes it report a partial GPU delegation, as the real tool
+does for unsupported ops. Each run's signature is logged to MVOS_STANDIN_LOG if set."""
 
 from __future__ import annotations
 
@@ -29,14 +31,23 @@ def main(argv: list[str]) -> None:
     else:
         print("Explicitly applied GPU delegate, and the model graph will be completely "
               "executed by the delegate.")
-    for d in interpreter.get_input_details():
-        interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    keys = list(interpreter.get_signature_list())
+    key = flags.get("signature_to_run_for_benchmark", keys[0] if keys else "")
+    if key not in keys:
+        print(f"ERROR: Unable to find signature: {key}")
+        sys.exit(1)
+    print(f"INFO: Signature to run: [{key}]")
+    runner = interpreter.get_signature_runner(key)
+    feeds = {n: np.zeros(d["shape"], d["dtype"]) for n, d in runner.get_input_details().items()}
+    if os.environ.get("MVOS_STANDIN_LOG"):
+        with open(os.environ["MVOS_STANDIN_LOG"], "a") as log:
+            log.write(key + "\n")
 
     def timed(n: int) -> list[float]:
         out = []
         for _ in range(n):
             t = time.perf_counter()
-            interpreter.invoke()
+            runner(**feeds)
             out.append((time.perf_counter() - t) * 1e6)
         return out
 

@@ -21,26 +21,35 @@ from pathlib import Path
 from ...errors import UserError
 from ...files import sha256
 from ...model.config import StudentConfig, get_variant
-from ...model.graphs import NEXT, SINGLE_GRAPHS, config_specs, multi_graphs, shipped_graphs
+from ...model.graphs import (
+    NEXT,
+    SINGLE_GRAPHS,
+    config_specs,
+    multi_graphs,
+    shipped_graphs,
+    tflite_file,
+)
 from .manifest import MANIFEST, SCHEMA, feeds, io_spec
 
 # key: the type(s) its value must have
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "schema": int, "graph_revision": int, "variant": str, "queue": int, "size": list,
     "precisions": list, "trained": bool, "checkpoint": (dict, type(None)), "config": dict,
-    "graphs": dict, "feeds": dict, "files": dict, "tools": dict, "gates": dict,
+    "graphs": dict, "models": dict, "feeds": dict, "files": dict, "tools": dict,
+    "gates": dict,
 }
 PRECISIONS = ("fp32", "fp16")
 
 
 def graph_files(backend: str, precision: str,
                 graphs: Sequence[str] = SINGLE_GRAPHS) -> list[str]:
-    """The files of ``graphs`` a backend runs ("torch" runs none of them)."""
+    """The files of ``graphs`` a backend runs ("torch" runs none of them): an ONNX file a
+    graph, or the precision's one TFLite model, which holds every graph."""
     if backend == "torch":
         return []
     if backend == "onnx":
         return [f"{g}.onnx" for g in graphs]
-    return [f"{g}_{precision}.tflite" for g in graphs]
+    return [tflite_file(precision)]
 
 
 def _again(folder: Path) -> str:
@@ -83,6 +92,10 @@ def manifest_problems(manifest: object) -> list[str]:
                             f"queue {queue} at {size[0]}x{size[1]}")
     if manifest["feeds"] != feeds(specs["step"]):
         problems.append(f"'feeds' is not the step graph's {NEXT}* → state mapping")
+    for p in manifest["precisions"]:
+        entry = manifest["models"].get(tflite_file(p))
+        if not isinstance(entry, dict) or entry.get("signatures") != list(graphs):
+            problems.append(f"{tflite_file(p)}'s signatures are not {', '.join(graphs)}")
     needed = {f for p in manifest["precisions"] for b in ("onnx", "tflite")
               for f in graph_files(b, p, graphs)}
     for name in sorted(needed - set(manifest["files"])):

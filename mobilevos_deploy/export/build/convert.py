@@ -1,4 +1,5 @@
-"""ONNX → TFLite fp32 + fp16 through onnx2tf, offline, in TensorFlow subprocesses.
+"""ONNX → TFLite fp32 + fp16 through onnx2tf, offline, in TensorFlow subprocesses; then
+each precision's shipped graphs merged into one model (merge.py).
 
 TensorFlow is never imported into the calling process: ``tf_worker`` does the conversion
 in a child, and its failure comes back as a UserError naming the graph and the step.
@@ -13,6 +14,7 @@ competing with two converters for the two cores.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import resource
 import shutil
@@ -25,7 +27,8 @@ import numpy as np
 from ...errors import UserError
 from ...model.stages import STATE_NAMES
 from ...proc import child_setup
-from ...model.graphs import GraphSpec
+from ...model.graphs import GraphSpec, tflite_file
+from .merge import merge_models
 from .tf_worker import FAILED
 
 # onnx2tf downloads this sample for image-only models unless it finds it in the cwd.
@@ -39,9 +42,13 @@ class Conversion:
     PyTorch and ONNX Runtime gates (TensorFlow's converter runs mostly on one core)."""
 
     def __init__(self, graphs: dict[str, tuple[Path, GraphSpec]], work: Path,
-                 fp32_only: frozenset[str] = frozenset()) -> None:
-        """``fp32_only``: graphs whose fp16 file nobody needs (the gates' probe)."""
-        jobs, self.files = [], {}
+                 fp32_only: frozenset[str] = frozenset(), shipped: tuple[str, ...] = ()
+                 ) -> None:
+        """``fp32_only``: graphs whose fp16 file nobody needs (the gates' probe).
+        ``shipped``: the graphs merged, in this order, into ``model_fp32.tflite`` and
+        ``model_fp16.tflite`` (graphs.tflite_file) once converted."""
+        jobs, self.files, self.shipped, self.work = [], {}, shipped, work
+        self.versions = {t: md.version(t) for t in ("onnx2tf", "tensorflow")}
         for name, (onnx_path, spec) in graphs.items():
             out = work / name
             out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +80,8 @@ class Conversion:
                 stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=child_setup()))
 
     def result(self) -> dict[str, Path]:
-        """{"<name>_fp32": path, "<name>_fp16": path, ...}, or a UserError naming the step."""
+        """{"<name>_fp32": path, "<name>_fp16": path, ..., and the merged models by file
+        name}, or a UserError naming the step."""
         rcs = []
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
@@ -99,7 +107,14 @@ class Conversion:
             if "ConnectionError" in log or "urlopen" in log:
                 detail += "\n(onnx2tf tried to download something; this machine is offline)"
             raise UserError(f"TFLite conversion failed (exit {rc}) at {detail}")
-        return self.files
+        files = dict(self.files)
+        if self.shipped:
+            for precision in ("fp32", "fp16"):
+                path = self.work / tflite_file(precision)
+                path.write_bytes(merge_models({g: files[f"{g}_{precision}"]
+                                               for g in self.shipped}))
+                files[path.name] = path
+        return files
 
     def cancel(self) -> None:
         """Stop the workers that still run (an export failing or interrupted early)."""

@@ -21,9 +21,9 @@ class _AlignedBuilder(flatbuffers.Builder):
         return super().CreateNumpyVector(x)
 
 
-def serving_signature(fb, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]):
-    """A ``serving_default`` SignatureDefT of subgraph 0 from (name, tensor index) pairs;
-    ``fb`` is either schema module."""
+def signature(fb, key: str, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]):
+    """A SignatureDefT named ``key`` of subgraph 0 from (name, tensor index) pairs; ``fb``
+    is either schema module."""
 
     def tensor_map(name: str, index: int):
         entry = fb.TensorMapT()
@@ -31,7 +31,7 @@ def serving_signature(fb, inputs: list[tuple[str, int]], outputs: list[tuple[str
         return entry
 
     sig = fb.SignatureDefT()
-    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.signatureKey, sig.subgraphIndex = key, 0
     sig.inputs = [tensor_map(n, i) for n, i in inputs]
     sig.outputs = [tensor_map(n, i) for n, i in outputs]
     return sig

@@ -7,7 +7,8 @@ we rely on); with ``disable_model_save`` it skips the Keras SavedModel serialisa
 takes ~90 % of its own run time. TensorFlow's TFLiteConverter then writes fp32 and fp16
 (fp16 weights, DEQUANTIZE'd at load) with TFLite builtins only, so a graph that would need
 flex/select-TF ops fails here instead of on the phone. Finally the I/O tensors get the
-ONNX names and a ``serving_default`` signature.
+ONNX names and a signature named after the graph (``step``, ``init``, ...), the key it
+keeps once ``merge.py`` has put the graphs into one model.
 
 A failure prints one line ``MVOS_CONVERT_FAILED <graph> <step>: <message>`` to stderr and
 exits 3. TensorFlow is imported only here, never by the rest of the package.
@@ -54,14 +55,14 @@ def _tflite(model, job: dict) -> dict[str, bytes]:
     return out
 
 
-def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
-    """Give subgraph 0's I/O tensors the ONNX names and add a serving_default signature.
+def name_io(buf: bytes, key: str, inputs: list[str], outputs: list[str]) -> bytes:
+    """Give subgraph 0's I/O tensors the ONNX names and add a signature named ``key``.
 
     Inputs already carry their TensorSpec names; outputs come in the function's order.
     """
     from tensorflow.lite.python import schema_py_generated as fb
 
-    from .flatbuf import pack_model, serving_signature
+    from .flatbuf import pack_model, signature
 
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(buf, 0))
     graph = model.subgraphs[0]
@@ -78,8 +79,8 @@ def name_io(buf: bytes, inputs: list[str], outputs: list[str]) -> bytes:
     for index, name in zip([*graph.outputs, *in_index], [*outputs, *inputs], strict=True):
         graph.tensors[index].name = name.encode()
 
-    model.signatureDefs = [serving_signature(
-        fb, list(zip(inputs, in_index, strict=True)),
+    model.signatureDefs = [signature(
+        fb, key, list(zip(inputs, in_index, strict=True)),
         list(zip(outputs, graph.outputs, strict=True)))]
 
     return pack_model(model, len(buf))
@@ -94,8 +95,9 @@ def run(job: dict) -> None:
         step = "naming I/O"
         out = Path(job["out"])
         for precision, buf in written.items():
-            path = out / f"{Path(job['onnx']).stem}_{precision}.tflite"
-            path.write_bytes(name_io(buf, job["inputs"], job["outputs"]))
+            graph = Path(job["onnx"]).stem
+            path = out / f"{graph}_{precision}.tflite"
+            path.write_bytes(name_io(buf, graph, job["inputs"], job["outputs"]))
     except Exception as exc:  # report which graph and step failed, then the traceback
         traceback.print_exc()
         message = " ".join(str(exc).split())[:600] or type(exc).__name__

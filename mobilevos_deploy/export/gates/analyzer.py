@@ -46,10 +46,11 @@ for path in sys.argv[1:]:
 print({MARK!r} + json.dumps({{"tensorflow": tf.__version__, "reports": reports}}))
 """
 
+_SUBGRAPH = re.compile(r"^Subgraph#(\d+) (\S+?)\(")
 _OP = re.compile(r"^\s*Op#(\d+) (\w+)\((.*)\) -> \[(.*)\]")
-_TENSOR = re.compile(r"^\s*T#(\d+)\(.*?\) shape:\[.*?\], type:(\w+)( RO)?")
+_TENSOR = re.compile(r"^\s*T#([\d_]+)\(.*?\) shape:\[.*?\], type:(\w+)( RO)?")
 _WARNING = "GPU COMPATIBILITY WARNING: "
-_SUMMARY = re.compile(r"has GPU delegate compatibility issues at nodes ([\d, ]+)")
+_SUMMARY = re.compile(r"Subgraph#(\d+) has GPU delegate compatibility issues at nodes ([\d, ]+)")
 _INPUT_COUNT = re.compile(r"Expected (\d+)(?: or (\d+))? (?:runtime )?input tensor\(s\), "
                           r"but node has (\d+) runtime input")
 _COMPATIBLE = "looks compatible with GPU delegate"
@@ -60,6 +61,10 @@ class FlaggedOp:
     index: int
     op: str
     message: str
+    subgraph: str = ""  # its signature's name (a multi-signature model), or its number
+
+    def where(self) -> str:
+        return f"{self.subgraph} op #{self.index}" if self.subgraph else f"op #{self.index}"
 
 
 @dataclass
@@ -72,32 +77,40 @@ class GpuReport:
     def to_dict(self) -> dict:
         return {"compatible": self.compatible, "exempt_fp16_dequantize":
                 self.exempt_fp16_dequantize, "flagged": [
-                    {"op_index": f.index, "op": f.op, "message": f.message}
-                    for f in self.flagged]}
+                    {"subgraph": f.subgraph, "op_index": f.index, "op": f.op,
+                     "message": f.message} for f in self.flagged]}
 
 
-def _tensor_ids(text: str) -> list[int]:
-    return [int(t) for t in re.findall(r"T#(\d+)", text)]
+def _tensor_ids(text: str) -> list[str]:
+    """Tensor ids as the report writes them: ``T#5`` in subgraph 0, ``T#1_130`` after."""
+    return re.findall(r"T#([\d_]+)", text)
 
 
 def parse_report(file: str, text: str) -> GpuReport:
-    """Turn one analyzer report into the ops it flags, minus the fp16 DEQUANTIZE pattern."""
-    ops: dict[int, tuple[str, list[int], list[int]]] = {}
-    warnings: dict[int, list[str]] = {}
-    const_fp16: set[int] = set()
-    summary: list[int] = []
-    last = None
+    """Turn one analyzer report into the ops it flags, minus the fp16 DEQUANTIZE pattern.
+    A model of several subgraphs (signatures) is reported subgraph by subgraph; an op is
+    known by its subgraph and its index there."""
+    Key = tuple[int, int]
+    ops: dict[Key, tuple[str, list[str], list[str]]] = {}
+    warnings: dict[Key, list[str]] = {}
+    const_fp16: set[str] = set()
+    summary: list[Key] = []
+    names: dict[int, str] = {}
+    subgraph, last = 0, None
     for line in text.splitlines():
-        if m := _OP.match(line):
-            last = int(m[1])
+        if m := _SUBGRAPH.match(line):
+            subgraph = int(m[1])
+            names[subgraph] = m[2]
+        elif m := _OP.match(line):
+            last = (subgraph, int(m[1]))
             ops[last] = (m[2], _tensor_ids(m[3]), _tensor_ids(m[4]))
         elif m := _TENSOR.match(line):
             if m[2] == "FLOAT16" and m[3]:
-                const_fp16.add(int(m[1]))
+                const_fp16.add(m[1])
         elif _WARNING in line:
             message = line.split(_WARNING, 1)[1].strip()
             if s := _SUMMARY.search(message):
-                summary = [int(n) for n in s[1].replace(" ", "").split(",") if n]
+                summary += [(int(s[1]), int(n)) for n in s[2].replace(" ", "").split(",") if n]
             elif last is not None:
                 warnings.setdefault(last, []).append(message)
     if not summary and _COMPATIBLE not in text:
@@ -105,19 +118,21 @@ def parse_report(file: str, text: str) -> GpuReport:
                         + "\n".join(text.splitlines()[-5:]))
     dequantized = {outs[0] for name, ins, outs in ops.values()
                    if name == "DEQUANTIZE" and len(ins) == 1 and ins[0] in const_fp16 and outs}
+    several = len(names) > 1
     report = GpuReport(file, True)
-    for index in sorted(set(warnings) | set(summary)):
-        name, inputs, _ = ops.get(index, ("?", [], []))
-        messages = warnings.get(index) or ["listed in the analyzer's summary"]
+    for key in sorted(set(warnings) | set(summary)):
+        name, inputs, _ = ops.get(key, ("?", [], []))
+        messages = warnings.get(key) or ["listed in the analyzer's summary"]
         if all(_fp16_weight_pattern(m, inputs, dequantized) for m in messages):
             report.exempt_fp16_dequantize += 1
             continue
         report.compatible = False
-        report.flagged += [FlaggedOp(index, name, m) for m in messages]
+        where = names.get(key[0], str(key[0])) if several else ""
+        report.flagged += [FlaggedOp(key[1], name, m, where) for m in messages]
     return report
 
 
-def _fp16_weight_pattern(message: str, inputs: list[int], dequantized: set[int]) -> bool:
+def _fp16_weight_pattern(message: str, inputs: list[str], dequantized: set[str]) -> bool:
     m = _INPUT_COUNT.search(message)
     if not m:
         return False
@@ -169,7 +184,7 @@ def gpu_delegate_gate(files: list[Path], allow_cpu_fallback: bool, warnings: lis
     bad = {name: r for name, r in reports.items() if not r.compatible}
     verdict = "compatible" if not bad else "incompatible"
     if bad:
-        rows = "\n".join(f"  gpu_delegate  {name:<18} op #{f.index} {f.op}: {f.message}"
+        rows = "\n".join(f"  gpu_delegate  {name:<18} {f.where()} {f.op}: {f.message}"
                          for name, r in bad.items() for f in r.flagged)
         if not allow_cpu_fallback:
             raise GateError(f"TFLite ops the GPU delegate does not support (they would run on "

@@ -115,5 +115,5 @@ def format_result(result: CheckResult) -> str:
                   if t.exempt_fp16_dequantize else "")
         lines.append("  TensorFlow 2.17 analyzer: "
                      + ("compatible" if t.compatible else "incompatible") + exempt)
-        lines += [f"    op #{g.index} {g.op}: {g.message}" for g in t.flagged]
+        lines += [f"    {g.where()} {g.op}: {g.message}" for g in t.flagged]
     return "\n".join(lines)

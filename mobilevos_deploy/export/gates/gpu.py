@@ -1,8 +1,9 @@
 """The ``gpu_run`` gate: every shipped TFLite file on LiteRT's own GPU accelerator.
 
-1. Delegation: each file is compiled for the GPU alone; the accelerator either takes the
-   whole graph or names the ops it refuses. Anything it refuses fails the export (a loud
-   warning with ``--allow-cpu-fallback``, which then runs the file on GPU + CPU).
+1. Delegation: each model (one per precision, every graph a signature) is compiled for
+   the GPU alone; the accelerator either takes every graph or names the ops it refuses.
+   Anything it refuses fails the export (a loud warning with ``--allow-cpu-fallback``,
+   which then runs the model on GPU + CPU).
 2. Parity: the init graph on the first frame and mask, and the step graph on the realistic
    state of the step-parity gate, run on the GPU with fp32 enforced
    (``GpuOptions(enforce_f32=True)``, so a real GPU with fp16 is held to the same limits),
@@ -76,6 +77,35 @@ class GpuInputs:
     objects: tuple[np.ndarray, np.ndarray, np.ndarray, int, list] | None = None
 
 
+@dataclass(frozen=True)
+class BufferLimit:
+    """The largest tensor the target phone's GPU takes in one buffer, and where the figure
+    comes from (a device profile: android_benchmark/devices/)."""
+
+    bytes: int
+    source: str
+    device: str = "s22"
+
+
+def buffer_gate(files: list[Path], limit: BufferLimit) -> GateResult:
+    """``gpu_buffers``: every tensor of every signature of each model, at fp32, fits in one
+    GPU buffer of the target device. Static: read from the file, nothing runs. A tensor
+    beyond it is refused on the phone (or, where the backend splits nothing, fails to
+    allocate) while a desktop GPU or SwiftShader, with larger buffers, takes it."""
+    gate = GateResult("gpu_buffers", True, {"limit_bytes": limit.bytes,
+                                            "device": limit.device, "source": limit.source})
+    for path in files:
+        size, tensor = largest_tensor(path)
+        gate.figures[f"{path.name}.largest_bytes"] = size
+        gate.figures[f"{path.name}.largest_tensor"] = tensor
+        if size > limit.bytes:
+            gate.passed = False
+            gate.offending.append(f"{path.name}: {tensor} is {size / 2**20:.1f} MiB, beyond "
+                                  f"the {limit.bytes / 2**20:.0f} MiB one {limit.device} GPU "
+                                  f"buffer holds ({limit.source})")
+    return gate
+
+
 def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
     rows = []
     for name, r in reports.items():
@@ -86,12 +116,18 @@ def delegation_rows(reports: dict[str, LoadReport]) -> list[str]:
     return rows
 
 
+def precision_of(path: Path) -> str:
+    """"fp32" of ``model_fp32.tflite`` (graphs.tflite_file)."""
+    return path.stem.rsplit("_", 1)[1]
+
+
 def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
                  allow_cpu_fallback: bool, warnings: list[str], work: Path
                  ) -> tuple[list[GateResult], dict]:
-    """Returns the gates (gpu_parity, and rollout_gpu_fp16 where the device has fp16) and
-    the manifest entry. Raises UserError for a missing GPU venv or Vulkan device, and a
-    refused op, unless ``allow_cpu_fallback``."""
+    """``files``: the export's models (graphs.tflite_file), one per precision, each graph a
+    signature. Returns the gates (gpu_parity, and rollout_gpu_fp16 where the device has
+    fp16) and the manifest entry. Raises UserError for a missing GPU venv or Vulkan device,
+    and a refused op, unless ``allow_cpu_fallback``."""
     try:
         session = GpuSession(nice=10)
     except UserError as exc:
@@ -101,6 +137,7 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
             fp16 = computes_in_fp16(session, work)
         except UserError as exc:
             return _not_run(exc, allow_cpu_fallback, warnings)
+        models = {precision_of(p): p for p in files}
         reports = {p.name: session.load(p.stem, p) for p in files}
         refused = delegation_rows(reports)
         if refused:
@@ -116,44 +153,24 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
                     session.load(p.stem, p, cpu_fallback=True)
         parity = GateResult("gpu_parity", True)
         entry_files = {}
-        stems = {p.stem for p in files}
         software = session.adapter is not None and session.adapter.software
-        for p in files:
-            graph, precision = p.stem.split("_")
+        for precision, p in models.items():
             r = reports[p.name]
-            entry_files[p.name] = {
+            size, tensor = largest_tensor(p)
+            entry = entry_files[p.name] = {
                 "fully_accelerated": r.fully_accelerated, "unsupported": r.unsupported,
-                "compile_s": r.compile_s, "largest_tensor_bytes": largest_tensor(p)[0]}
-            if (software and not RUN_FP16_TWINS_ON_SOFTWARE and precision == "fp16"
-                    and f"{graph}_fp32" in stems):
-                entry_files[p.name]["ran"] = ("no: a software device, and its fp32 twin ran "
-                                              "(compiled only)")
-                continue
-            spec = specs[graph]
-            if graph in ref.graph_inputs:
-                inputs, expected = ref.graph_inputs[graph]
-            else:
-                inputs = ref.init_inputs if graph == "init" else ref.step_inputs
-                expected = ref.init_expected if graph == "init" else ref.step_expected
-            reference = (lambda _, e=expected: e) if precision == "fp32" else \
-                tflite_runner(p, spec)
-            start = time.perf_counter()
-            one = step_parity(spec, reference, {p.stem: gpu_runner(session, p.stem, spec)},
-                              inputs, prob_atol=1e-4, state_rtol=1e-4, name="gpu_parity")
-            entry_files[p.name].update({
-                "ran": "yes", "computed_in": "fp32 (enforce_f32)",
-                "reference": "pytorch" if precision == "fp32" else "litert-cpu (same file)",
-                "errors": {k.split(".", 1)[1]: v for k, v in one.figures.items()},
-                "run_s": time.perf_counter() - start})
-            parity.passed = parity.passed and one.passed
-            parity.figures.update(one.figures)
-            parity.offending += one.offending
+                "compile_s": r.compile_s, "largest_tensor_bytes": size,
+                "largest_tensor": tensor, "signatures": {}}
+            for graph in r.signatures:
+                entry["signatures"][graph] = _graph_parity(
+                    session, p, graph, specs[graph], ref, parity,
+                    twin=software and not RUN_FP16_TWINS_ON_SOFTWARE and precision == "fp16"
+                    and "fp32" in models)
         gates = [parity]
-        if fp16 and any(p.stem == "step_fp16" for p in files):
-            gates.append(_fp16_rollout(session, files, specs, ref))
-        if ref.objects is not None and all(f"{g}_fp32" in stems
-                                           for g in multi_graphs(ref.objects[3])):
-            gates.append(_objects_rollout(session, specs, ref))
+        if fp16 and "fp16" in models:
+            gates.append(_fp16_rollout(session, models["fp16"], specs, ref))
+        if ref.objects is not None and "fp32" in models:
+            gates.append(_objects_rollout(session, models["fp32"], specs, ref))
         worker_cpu_s = session.cpu_seconds()
     adapter = session.adapter
     entry = {
@@ -170,19 +187,43 @@ def gpu_run_gate(files: list[Path], specs: dict[str, GraphSpec], ref: GpuInputs,
     return gates, entry
 
 
-def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, GraphSpec],
+def _graph_parity(session: GpuSession, path: Path, graph: str, spec: GraphSpec,
+                  ref: GpuInputs, parity: GateResult, twin: bool) -> dict:
+    """One signature of a loaded model on the GPU (fp32 enforced) against its reference,
+    added to ``parity``; its manifest entry. ``twin``: an fp16 model on a software device,
+    whose fp32 twin ran (compiled only)."""
+    if twin:
+        return {"ran": "no: a software device, and its fp32 twin ran (compiled only)"}
+    if graph not in ref.graph_inputs and graph not in ("init", "step"):
+        return {"ran": "no: no reference input for this graph (compiled only)"}
+    precision = precision_of(path)
+    if graph in ref.graph_inputs:
+        inputs, expected = ref.graph_inputs[graph]
+    else:
+        inputs = ref.init_inputs if graph == "init" else ref.step_inputs
+        expected = ref.init_expected if graph == "init" else ref.step_expected
+    reference = (lambda _, e=expected: e) if precision == "fp32" else tflite_runner(path, spec)
+    start = time.perf_counter()
+    label = f"{path.stem}/{graph}"
+    one = step_parity(spec, reference, {label: gpu_runner(session, path.stem, spec)},
+                      inputs, prob_atol=1e-4, state_rtol=1e-4, name="gpu_parity")
+    parity.passed = parity.passed and one.passed
+    parity.figures.update(one.figures)
+    parity.offending += one.offending
+    return {"ran": "yes", "computed_in": "fp32 (enforce_f32)",
+            "reference": "pytorch" if precision == "fp32" else "litert-cpu (same file)",
+            "errors": {k.split(".", 1)[1]: v for k, v in one.figures.items()},
+            "run_s": time.perf_counter() - start}
+
+
+def _fp16_rollout(session: GpuSession, path: Path, specs: dict[str, GraphSpec],
                   ref: GpuInputs) -> GateResult:
-    """The fp16 files with precision loss allowed against PyTorch fp32, as
+    """The fp16 model with precision loss allowed against PyTorch fp32, as
     ``parity.fp16_gate`` judges fp16."""
-    paths = {p.stem: p for p in files}
-    runners = {}
-    for graph in ("init", "step"):
-        name = f"{graph}_fp16_relaxed"
-        session.load(name, paths.get(f"{graph}_fp16", paths[f"{graph}_fp32"]),
-                     enforce_f32=False)
-        runners[graph] = gpu_runner(session, name, specs[graph])
+    name = f"{path.stem}_relaxed"
+    session.load(name, path, enforce_f32=False)
+    init, step = (gpu_runner(session, name, specs[g]) for g in ("init", "step"))
     probs, states = ref.reference()
-    init, step = runners["init"], runners["step"]
     looped = looped_steps(init, step, specs["step"], ref.frames, ref.mask0, states)
     closed = rollout(init, step, specs["step"], ref.frames, ref.mask0)
     return fp16_gate("rollout_gpu_fp16", probs, looped, closed, ref.truth)
@@ -194,7 +235,7 @@ def _fp16_rollout(session: GpuSession, files: list[Path], specs: dict[str, Graph
 SOFTWARE_OBJECT_FRAMES = 4
 
 
-def _objects_rollout(session: GpuSession, specs: dict[str, GraphSpec],
+def _objects_rollout(session: GpuSession, path: Path, specs: dict[str, GraphSpec],
                      ref: GpuInputs) -> GateResult:
     """The two-object loop on the GPU (fp32 files, fp32 enforced) against PyTorch's; on a
     software device over its first SOFTWARE_OBJECT_FRAMES frames."""
@@ -202,7 +243,7 @@ def _objects_rollout(session: GpuSession, specs: dict[str, GraphSpec],
     if session.adapter is not None and session.adapter.software:
         n = min(SOFTWARE_OBJECT_FRAMES, frames.shape[0])
         frames, expected, states = frames[:n], expected[:, : n - 1], states[: n - 1]
-    run = {g: gpu_runner(session, f"{g}_fp32", specs[g]) for g in multi_graphs(queue)}
+    run = {g: gpu_runner(session, path.stem, specs[g]) for g in multi_graphs(queue)}
     encoded = Encoded(run, frames)
     closed, _ = rollout_objects(run, queue, frames, masks0, encoded)
     looped = looped_objects(run, queue, frames, masks0, states, (closed, encoded))
