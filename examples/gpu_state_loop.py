@@ -76,8 +76,14 @@ def main() -> None:
     parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    frames, mask = np.load(args.frames), np.load(args.mask)
     model = open_model(args.export / f"model_{args.precision}.tflite")
-    probs = track(model, np.load(args.frames), np.load(args.mask))
+    want = [int(d) for d in model.get_input_tensor_details("step")["frame"]["shape"]][1:3]
+    if frames.ndim != 4 or list(frames.shape[1:]) != [*want, 3] or list(mask.shape) != want:
+        raise SystemExit(f"frames {frames.shape} and mask {mask.shape}: the model takes "
+                         f"T x {want[0]} x {want[1]} x 3 frames and a {want[0]} x {want[1]} "
+                         "mask")
+    probs = track(model, frames, mask)
     np.save(args.out, probs)
     for t, p in enumerate(probs, start=1):
         print(f"frame {t}: {int((p > 0.5).sum())} object pixels")

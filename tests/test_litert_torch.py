@@ -76,6 +76,7 @@ def test_the_two_converters_agree_on_the_step(litert, exports):
             outs.append(out)
         runs[name] = outs
     for a, b in zip(runs["onnx2tf"], runs["litert-torch"], strict=True):
+        assert all(np.isfinite(x).all() for out in (a, b) for x in out.values())
         assert np.abs(a["prob"] - b["prob"]).max() <= AGREE_PROB
         for key in a:
             if key != "prob":
