@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
+from ...model.graphs import GraphSpec, tflite_file
 from ...model.stages import STATE_NAMES
 from ...proc import child_setup
-from ...model.graphs import GraphSpec, tflite_file
 from .merge import merge_models
 from .tf_worker import FAILED
 

@@ -34,15 +34,12 @@ def convert(job: dict) -> None:
 
     converter = None
     for graph in job["graphs"]:
-        step = graph["name"]
         program = torch.export.load(graph["pt2"])
         args = tuple(torch.zeros(shape) for shape in graph["shapes"])
         module = program.module()
         converter = (litert_torch.signature(graph["name"], module, args) if converter is None
                      else converter.signature(graph["name"], module, args))
-    step = "convert"
     model = converter.convert()
-    step = "write"
     model.export(job["out"])
 
 
