@@ -193,8 +193,9 @@ class GpuSession:
                           {"frame": frame, "mask": mask})[0]["state"]
 
     def stream_step(self, name: str, frame: np.ndarray) -> tuple[np.ndarray, dict]:
-        """One step of that loop: the probability (NHWC), and what the worker read back and
-        which state buffers the run used (``{"read": [...], "buffers": {"in", "out"}}``)."""
+        """One step of that loop: the probability (NHWC), and the identities of the buffers
+        the worker read back and of the state buffers the run used (``{"read": [...],
+        "returned": ["prob"], "buffers": {"in": {...}, "out": {...}}}``)."""
         reply, out = self._call({"op": "stream_step", "name": name}, {"frame": frame})
         return out["prob"], reply
 

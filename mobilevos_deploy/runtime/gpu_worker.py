@@ -260,9 +260,12 @@ class Worker:
         used = {"in": {k: id(b) for k, b in state.items()},
                 "out": {k: id(b) for k, b in spare.items()}}
         stream["state"], stream["spare"] = spare, state  # swap: no copy, no read
+        # what comes back to host memory: each buffer read is recorded by identity, so a
+        # state read would show among the state buffers the run used
+        read = {id(stream["prob"])}
         shape = stream["prob_shape"]
         prob = stream["prob"].read(int(np.prod(shape)), np.float32).reshape(shape)
-        return {"read": ["prob"], "buffers": used}, {"prob": prob}
+        return {"read": sorted(read), "returned": ["prob"], "buffers": used}, {"prob": prob}
 
     def memory(self, _req: dict, _arrays) -> tuple[dict, dict]:
         with open("/proc/self/status") as fh:
